@@ -1,0 +1,47 @@
+// The siam command. Subcommands: info (this build and machine). Pretraining and evaluation
+// subcommands come with the apps.
+#include <cblas.h>
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "tensor/cuda_runtime.h"
+#include "tensor/error.h"
+
+static void print_info() {
+  std::cout << "siam " << SIAM_VERSION << "\n";
+  std::cout << "threads: " << omp_get_max_threads() << " (OpenMP)\n";
+  std::cout << "BLAS: OpenBLAS " << openblas_get_config() << ", " << openblas_get_num_threads()
+            << " threads\n";
+  if (!siam::cuda::compiled()) {
+    std::cout << "CUDA: not compiled (no GPU backend in this build)\n";
+    return;
+  }
+  std::cout << "CUDA: " << siam::cuda::runtime_versions() << "\n";
+  if (!siam::cuda::available()) {
+    std::cout << "GPU: " << siam::cuda::unavailable_reason() << "; running on the CPU\n";
+    return;
+  }
+  for (const auto& d : siam::cuda::devices())
+    std::cout << "GPU cuda:" << d.index << ": " << d.name << ", sm_" << d.cc_major << d.cc_minor
+              << ", " << d.sm_count << " SMs, " << (d.total_memory >> 20) << " MiB ("
+              << (d.free_memory >> 20) << " MiB free)\n";
+}
+
+int main(int argc, char** argv) {
+  CLI::App app{"siam: self-supervised learning of visual representations, from scratch"};
+  app.set_version_flag("--version", std::string("siam ") + SIAM_VERSION);
+  app.require_subcommand(1);
+  auto* info = app.add_subcommand("info", "Show threads, BLAS, CUDA devices and library versions");
+  info->callback(print_info);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const siam::Error& e) {
+    std::cerr << "siam: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
