@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the PyTorch reference fixtures for siam's op tests.
 
-Usage: gen_ops.py OUT_DIR [CASE_NAME ...]
+Usage: gen_ops.py OUT_DIR [--module cases_X] [CASE_NAME ...]
 
 Every module tools/reference/cases_*.py defines CASES, a list of Case. For each case this
 writes OUT_DIR/<name>.safetensors with:
@@ -87,10 +87,12 @@ def run_case(case, out_dir):
     st.save(os.path.join(out_dir, case.name + ".safetensors"), tensors, meta)
 
 
-def all_cases():
+def all_cases(only_module=None):
     here = os.path.dirname(os.path.abspath(__file__))
     cases = []
     for path in sorted(glob.glob(os.path.join(here, "cases_*.py"))):
+        if only_module and os.path.basename(path)[:-3] != only_module:
+            continue
         mod = importlib.import_module(os.path.basename(path)[:-3])
         cases.extend(mod.CASES)
     names = [c.name for c in cases]
@@ -103,12 +105,17 @@ def all_cases():
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    out_dir = sys.argv[1]
+    out_dir, args = sys.argv[1], sys.argv[2:]
+    only_module = None
+    if args[:1] == ["--module"]:
+        if len(args) < 2:
+            sys.exit("gen_ops.py: --module needs a module name, e.g. cases_core")
+        only_module, args = args[1], args[2:]
     os.makedirs(out_dir, exist_ok=True)
     torch.use_deterministic_algorithms(True)
-    wanted = set(sys.argv[2:])
+    wanted = set(args)
     n = 0
-    for case in all_cases():
+    for case in all_cases(only_module):
         if wanted and case.name not in wanted:
             continue
         run_case(case, out_dir)
