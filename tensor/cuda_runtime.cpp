@@ -32,7 +32,10 @@ void probe() {
     cudaError_t e = cudaGetDeviceCount(&n_devices);
     if (e != cudaSuccess) {
       n_devices = 0;
-      reason = std::string("no GPU: ") + cudaGetErrorString(e);
+      int drv = 0;
+      cudaDriverGetVersion(&drv);
+      reason = drv == 0 ? std::string("no GPU: no NVIDIA driver is loaded")
+                        : std::string("no GPU: ") + cudaGetErrorString(e);
       cudaGetLastError();
     } else if (n_devices == 0) {
       reason = "no GPU: the CUDA runtime sees no device";
