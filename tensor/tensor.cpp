@@ -312,6 +312,7 @@ Tensor from_vector(const std::vector<double>& v, const Shape& shape, TensorOptio
 
 Tensor from_host(const void* data, const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, {dtype, device});
+  if (t.nbytes() == 0) return t;
   if (device.is_cpu()) std::memcpy(t.raw_data(), data, t.nbytes());
   else cuda::copy_h2d(t.raw_data(), data, t.nbytes(), device.index);
   return t;
