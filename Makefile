@@ -31,6 +31,7 @@ bench: build
 reference:
 	@scripts/deps.sh reference
 	/usr/bin/python3 tools/reference/gen_ops.py tests/fixtures/ops
+	/usr/bin/python3 tools/reference/gen_models.py tests/fixtures/models
 
 demo: build
 	@scripts/deps.sh data

@@ -52,6 +52,14 @@ def distinct(*shape, spread=1.0):
     return make
 
 
+def probs(*shape):
+    """Rows (last axis) of positive values summing to 1: soft classification targets."""
+    def make(g):
+        e = np.exp(g.standard_normal(shape))
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return make
+
+
 def index(high, *shape):
     return lambda g: g.integers(0, high, shape).astype(np.int64)
 
