@@ -32,6 +32,7 @@ reference:
 	@scripts/deps.sh reference
 	/usr/bin/python3 tools/reference/gen_ops.py tests/fixtures/ops
 	/usr/bin/python3 tools/reference/gen_models.py tests/fixtures/models
+	/usr/bin/python3 tools/reference/gen_optim.py tests/fixtures/optim
 
 demo: build
 	@scripts/deps.sh data
