@@ -33,6 +33,7 @@ reference:
 	/usr/bin/python3 tools/reference/gen_ops.py tests/fixtures/ops
 	/usr/bin/python3 tools/reference/gen_models.py tests/fixtures/models
 	/usr/bin/python3 tools/reference/gen_optim.py tests/fixtures/optim
+	/usr/bin/python3 tools/reference/gen_ssl_train.py tests/fixtures/ssl
 
 demo: build
 	@scripts/deps.sh data

@@ -6,7 +6,8 @@ Usage: gen_models.py OUT_DIR
 Weights are not stored: both sides fill every parameter and buffer from the formula in
 formula() (tests/test_models.cpp has its twin), so a fixture holds only the input, the
 output, the upstream gradient, and per parameter the gradient's L2 norm, sum and 64 evenly
-spaced elements. PyTorch runs in f64, in training mode (batch statistics).
+spaced elements. PyTorch runs in f64, in training mode (batch statistics); it also runs in
+f32 and records how far that lands from f64, which calibrates the C++ f32 tolerances.
 """
 import math
 import os
@@ -26,26 +27,32 @@ SAMPLES = 64
 
 
 def formula(name, shape):
-    """Deterministic parameter values: a sine wave whose phase depends on the name."""
+    """Deterministic parameter values, f32-exact, from integer arithmetic only.
+
+    u is a Weyl sequence in [-1, 1) keyed by the name's CRC-32: exact in double on both sides
+    (no transcendental function, no rounding that a fused multiply-add could change), and
+    as unstructured as a random init, which keeps batch norm well conditioned.
+    """
     n = int(np.prod(shape)) if len(shape) else 1
-    i = np.arange(n, dtype=np.float64)
-    s = np.sin(0.37 * i + (zlib.crc32(name.encode()) % 1000) / 100.0)
+    h = (np.arange(n, dtype=np.uint64) * np.uint64(2654435761) + np.uint64(zlib.crc32(name.encode()))) \
+        % np.uint64(1 << 32)
+    u = h.astype(np.float64) / 4294967296.0 * 2.0 - 1.0
     leaf = name.rsplit(".", 1)[-1]
     if leaf == "num_batches_tracked":
         v = np.zeros(n)
     elif leaf == "running_var":
-        v = 1.0 + 0.25 * s
+        v = 1.0 + 0.25 * u
     elif leaf == "running_mean":
-        v = 0.1 * s
+        v = 0.1 * u
     elif leaf in ("pos_embed", "cls_token"):
-        v = 0.02 * s
+        v = 0.02 * u
     elif len(shape) == 1 and leaf == "weight":  # norm layer scale
-        v = 1.0 + 0.1 * s
+        v = 1.0 + 0.1 * u
     elif len(shape) == 1:
-        v = 0.05 * s
+        v = 0.05 * u
     else:
-        v = s * math.sqrt(6.0 / (n // shape[0]))
-    return v.reshape(shape)
+        v = u * math.sqrt(3.0 / (n // shape[0]))  # variance 1/fan_in
+    return v.astype(np.float32).astype(np.float64).reshape(shape)
 
 
 def fill(model):
@@ -124,36 +131,58 @@ def small_resnet18():
 
 
 MODELS = {
-    "resnet50": (lambda: torchvision.models.resnet50(), (2, 3, 64, 64)),
+    "resnet50": (lambda: torchvision.models.resnet50(), (2, 3, 128, 128)),
     "resnet18_small_gray": (small_resnet18, (4, 1, 28, 28)),
     "vit_small_patch16_64": (lambda: ViT(64), (2, 3, 64, 64)),
 }
 
 
-def run(name, out_dir):
-    make, in_shape = MODELS[name]
-    model = make().double().train()
+def forward_backward(name, dtype, x, gout=None, g=None):
+    make, _ = MODELS[name]
+    model = make().to(dtype).train()
     fill(model)
+    out = model(torch.from_numpy(x).to(dtype))
+    if gout is None:
+        gout = torch.from_numpy(g.standard_normal(tuple(out.shape)).astype(np.float32)).double()
+    out.backward(gout.to(dtype))
+    grads = {n: p.grad.detach().double().reshape(-1) for n, p in model.named_parameters()}
+    return model, out.detach().double(), gout, grads
+
+
+def run(name, out_dir):
+    _, in_shape = MODELS[name]
     g = np.random.default_rng(zlib.crc32(name.encode()))
     x = g.standard_normal(in_shape).astype(np.float32)
-    out = model(torch.from_numpy(x).double())
-    gout = torch.from_numpy(g.standard_normal(tuple(out.shape)).astype(np.float32)).double()
-    out.backward(gout)
-    tensors = {"input": x, "output": out.detach().numpy(), "grad_output": gout.numpy()}
+    model, out, gout, grads = forward_backward(name, torch.float64, x, g=g)
+    tensors = {"input": x, "output": out.numpy(), "grad_output": gout.numpy()}
     n_params = 0
-    for pname, p in model.named_parameters():
-        gr = p.grad.detach().reshape(-1)
-        n_params += p.numel()
+    samples = {}
+    for pname, gr in grads.items():
+        n_params += gr.numel()
         idx = np.linspace(0, gr.numel() - 1, min(SAMPLES, gr.numel())).astype(np.int64)
+        samples[pname] = idx
         tensors["grad_norm." + pname] = np.array(gr.norm().item())
         tensors["grad_sum." + pname] = np.array(gr.sum().item())
         tensors["grad_sample." + pname] = gr.numpy()[idx]
         tensors["grad_index." + pname] = idx
+    # How far PyTorch's own f32 run lands from its f64 run, in the metrics the C++ test uses:
+    # the test bounds siam's f32 deviation by a multiple of these (deep networks in training
+    # mode amplify f32 rounding by orders of magnitude; this measures by how much).
+    _, out32, _, grads32 = forward_backward(name, torch.float32, x, gout=gout)
+    out_dev = ((out32 - out).abs().max() / out.abs().max()).item()
+    grad_dev = 0.0
+    for pname, gr in grads.items():
+        nrm = gr.norm().item()
+        idx = samples[pname]
+        grad_dev = max(grad_dev, abs(grads32[pname].norm().item() - nrm) / nrm,
+                       (grads32[pname][idx] - gr[idx]).abs().max().item() / nrm)
     meta = {"format_version": FORMAT_VERSION, "torch_version": torch.__version__,
             "torchvision_version": torchvision.__version__, "model": name,
-            "num_parameters": n_params, "num_tensors": len(model.state_dict())}
+            "num_parameters": n_params, "num_tensors": len(model.state_dict()),
+            "torch_f32_output_deviation": repr(out_dev), "torch_f32_gradient_deviation": repr(grad_dev)}
     st.save(os.path.join(out_dir, name + ".safetensors"), tensors, meta)
-    print(f"gen_models.py: {name}: {n_params} parameters")
+    print(f"gen_models.py: {name}: {n_params} parameters; torch f32 vs f64: output {out_dev:.2e}, "
+          f"gradients {grad_dev:.2e}")
 
 
 def main():
