@@ -1,39 +1,39 @@
 #include "nn/init.h"
 
+#include "autograd/ops.h"
+
 #include <algorithm>
 #include <cmath>
 
 namespace siam::nn::init {
 
 void uniform_(const Tensor& t, double lo, double hi, Generator& g) {
-  std::vector<double> u = rand(t.shape(), g, {DType::f64}).to_vector();
-  for (double& x : u) x = lo + (hi - lo) * x;
-  copy_(t, from_vector(u, t.shape(), {DType::f64}));
+  copy_(t, add(mul(rand(t.shape(), g, {DType::f64}), hi - lo), lo));
 }
 
 void normal_(const Tensor& t, double mean, double std, Generator& g) {
-  std::vector<double> v = randn(t.shape(), g, {DType::f64}).to_vector();
-  for (double& x : v) x = mean + std * x;
-  copy_(t, from_vector(v, t.shape(), {DType::f64}));
+  copy_(t, add(mul(randn(t.shape(), g, {DType::f64}), std), mean));
 }
 
 void trunc_normal_(const Tensor& t, double std, Generator& g, double a, double b) {
   auto cdf = [](double x) { return 0.5 * (1 + std::erf(x / std::sqrt(2.0))); };
-  double lo = cdf(a / std), hi = cdf(b / std);
-  std::vector<double> u = rand(t.shape(), g, {DType::f64}).to_vector();
-  for (double& x : u) {
-    double p = 2 * (lo + (hi - lo) * x) - 1;  // uniform in [2 lo - 1, 2 hi - 1]
-    p = std::clamp(p, -1 + 1e-12, 1 - 1e-12);
-    // erfinv by Newton on erf, from a good start: converges in a few steps in double.
+  const double lo = cdf(a / std), hi = cdf(b / std);
+  Tensor u = rand(t.shape(), g, {DType::f64});
+  double* p = u.data<double>();
+  const int64_t n = u.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t k = 0; k < n; ++k) {
+    double q = std::clamp(2 * (lo + (hi - lo) * p[k]) - 1, -1 + 1e-12, 1 - 1e-12);  // in (2 lo - 1, 2 hi - 1)
+    // erfinv(q) by Newton's method on erf, which converges in a few steps in double.
     double y = 0;
     for (int i = 0; i < 60; ++i) {
-      double err = std::erf(y) - p;
+      double err = std::erf(y) - q;
       if (std::abs(err) < 1e-15) break;
       y -= err / (2 / std::sqrt(M_PI) * std::exp(-y * y));
     }
-    x = std::clamp(std * std::sqrt(2.0) * y, a, b);
+    p[k] = std::clamp(std * std::sqrt(2.0) * y, a, b);
   }
-  copy_(t, from_vector(u, t.shape(), {DType::f64}));
+  copy_(t, u);
 }
 
 void constant_(const Tensor& t, double v) { fill_(t, v); }

@@ -13,25 +13,31 @@ Generator& default_generator() {
 
 void manual_seed(uint64_t seed) { default_generator().set_state(seed, 0); }
 
+// Draws into a host f64 buffer in parallel (each element's words are fixed by its index, so
+// the numbers do not depend on the thread count), then converts once to the requested dtype.
+template <class F>
+static Tensor generate(const Shape& shape, TensorOptions o, F&& value_of) {
+  Tensor h = empty(shape, {DType::f64, Device::cpu()});
+  double* p = h.data<double>();
+  const int64_t n = h.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) p[i] = value_of(i);
+  return o.dtype == DType::f64 && o.device.is_cpu() ? h : copy_to(h, o.device, o.dtype);
+}
+
 Tensor rand(const Shape& shape, Generator& g, TensorOptions o) {
-  int64_t n = shape_numel(shape);
-  uint64_t off = g.reserve(n);
-  std::vector<double> v(n);
-  for (int64_t i = 0; i < n; ++i) v[i] = philox_uniform(g.seed(), off, i);
-  return from_vector(v, shape, o);
+  const uint64_t seed = g.seed(), off = g.reserve(shape_numel(shape));
+  return generate(shape, o, [&](int64_t i) { return static_cast<double>(philox_uniform(seed, off, i)); });
 }
 
 // Box-Muller on word pairs (2i, 2i+1): u1 in (0, 1], u2 in [0, 1).
 Tensor randn(const Shape& shape, Generator& g, TensorOptions o) {
-  int64_t n = shape_numel(shape);
-  uint64_t off = g.reserve(2 * n);
-  std::vector<double> v(n);
-  for (int64_t i = 0; i < n; ++i) {
-    float u1 = 1.0f - philox_uniform(g.seed(), off, 2 * i);
-    float u2 = philox_uniform(g.seed(), off, 2 * i + 1);
-    v[i] = std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853071795864f * u2);
-  }
-  return from_vector(v, shape, o);
+  const uint64_t seed = g.seed(), off = g.reserve(2 * shape_numel(shape));
+  return generate(shape, o, [&](int64_t i) {
+    float u1 = 1.0f - philox_uniform(seed, off, 2 * i);
+    float u2 = philox_uniform(seed, off, 2 * i + 1);
+    return static_cast<double>(std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853071795864f * u2));
+  });
 }
 
 Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& g, TensorOptions o) {
