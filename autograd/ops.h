@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "autograd/node.h"
+#include "kernels/optim.h"
 #include "tensor/rng.h"
 
 namespace siam {
@@ -145,5 +146,23 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 // Per-sample (dim 0) version of dropout for residual branches (stochastic depth).
 Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen);
+
+// ---------------------------------------------------------------- fused SSL losses
+// NT-Xent over z (M, D) (normalised inside), temperature, and an optional bool (M, M) mask of
+// positives (default: i <-> (i + M/2) mod M). ssl/losses.h documents the formula.
+Tensor nt_xent_fused(const Tensor& z, double temperature, const Tensor& positives);
+// DINO's loss: student (crops B, K) logits, teacher (T B, K) logits and centre (K); ssl/losses.h.
+Tensor dino_loss_fused(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t crops,
+                       double student_temp, double teacher_temp);
+
+// ---------------------------------------------------------------- fused optimizer updates
+// In place over lists of parameters, no autograd; the kernels/optim.h contracts.
+using kernels::AdamWHyper;
+using kernels::LarsHyper;
+using kernels::SgdHyper;
+using kernels::adamw_update;
+using kernels::ema_update;
+using kernels::lars_update;
+using kernels::sgd_update;
 
 }  // namespace siam

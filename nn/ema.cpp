@@ -1,6 +1,6 @@
 #include "nn/ema.h"
 
-#include "kernels/optim.h"
+#include "autograd/ops.h"
 
 namespace siam::nn {
 
@@ -36,7 +36,7 @@ EmaUpdater::EmaUpdater(const Module& target, const Module& online, bool ema_buff
 
 void EmaUpdater::update(double m) {
   if (!(m >= 0 && m <= 1)) fail("EMA: momentum must be in [0, 1], got ", m);
-  kernels::ema_update(avg_target_, avg_online_, m);
+  ema_update(avg_target_, avg_online_, m);
   for (size_t i = 0; i < copy_target_.size(); ++i) copy_(copy_target_[i], copy_online_[i]);
 }
 

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "kernels/optim.h"
+#include "autograd/ops.h"
 
 namespace siam::nn {
 
@@ -118,9 +118,9 @@ SGD::SGD(std::vector<ParamGroup> groups, SgdOptions o) : Optimizer(std::move(gro
 
 void SGD::update(const ParamGroup& g, const std::vector<std::string>& names, const std::vector<Tensor>& params,
                  const std::vector<Tensor>& grads) {
-  kernels::SgdHyper h{.lr = g.lr, .momentum = o_.momentum, .weight_decay = weight_decay_of(g),
+  SgdHyper h{.lr = g.lr, .momentum = o_.momentum, .weight_decay = weight_decay_of(g),
                       .nesterov = o_.nesterov};
-  kernels::sgd_update(params, grads, o_.momentum != 0 ? slot(names, "momentum_buffer") : std::vector<Tensor>{},
+  sgd_update(params, grads, o_.momentum != 0 ? slot(names, "momentum_buffer") : std::vector<Tensor>{},
                       h);
 }
 
@@ -134,9 +134,9 @@ LARS::LARS(std::vector<ParamGroup> groups, LarsOptions o) : Optimizer(std::move(
 
 void LARS::update(const ParamGroup& g, const std::vector<std::string>& names, const std::vector<Tensor>& params,
                   const std::vector<Tensor>& grads) {
-  kernels::LarsHyper h{.lr = g.lr, .momentum = o_.momentum, .weight_decay = weight_decay_of(g), .eta = o_.eta,
+  LarsHyper h{.lr = g.lr, .momentum = o_.momentum, .weight_decay = weight_decay_of(g), .eta = o_.eta,
                        .adapt = !g.exclude_wd_and_adaptation};
-  kernels::lars_update(params, grads, slot(names, "momentum_buffer"), h);
+  lars_update(params, grads, slot(names, "momentum_buffer"), h);
 }
 
 // ---------------------------------------------------------------- AdamW
@@ -155,9 +155,9 @@ void AdamW::update(const ParamGroup& g, const std::vector<std::string>& names, c
   std::vector<Tensor> counters = slot(names, "step");
   std::vector<int64_t> steps;
   for (const Tensor& t : counters) steps.push_back(*t.data<int64_t>() + 1);
-  kernels::AdamWHyper h{.lr = g.lr, .beta1 = o_.beta1, .beta2 = o_.beta2, .eps = o_.eps,
+  AdamWHyper h{.lr = g.lr, .beta1 = o_.beta1, .beta2 = o_.beta2, .eps = o_.eps,
                         .weight_decay = weight_decay_of(g)};
-  kernels::adamw_update(params, grads, slot(names, "exp_avg"), slot(names, "exp_avg_sq"), steps, h);
+  adamw_update(params, grads, slot(names, "exp_avg"), slot(names, "exp_avg_sq"), steps, h);
   // Counted only once the update went through, so a rejected step leaves the state as it was.
   for (size_t i = 0; i < counters.size(); ++i) *counters[i].data<int64_t>() = steps[i];
 }

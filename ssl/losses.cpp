@@ -8,7 +8,6 @@
 #include <limits>
 #include <memory>
 
-#include "kernels/ssl_loss.h"
 
 namespace siam::ssl {
 
@@ -74,15 +73,6 @@ Tensor pair_positives(int64_t m, Device device) {
   return from_vector(v, {m, m}, {DType::b8, device});
 }
 
-Tensor nt_xent_fused(const Tensor& z, double temperature, const Tensor& positives) {
-  kernels::NtXentSaved saved = kernels::nt_xent_forward(z, positives, temperature);
-  return autograd::record("nt_xent", saved.loss, {z},
-                          [zd = detach(z), positives, lse = saved.lse, temperature](const Tensor& g) {
-                            kernels::NtXentSaved s{Tensor(), lse};
-                            return std::vector<Tensor>{kernels::nt_xent_backward(g, zd, positives, s, temperature)};
-                          });
-}
-
 Tensor nt_xent_composite(const Tensor& z, double temperature, const Tensor& positives) {
   const int64_t m = z.size(0);
   const TensorOptions o = like(z);
@@ -94,18 +84,6 @@ Tensor nt_xent_composite(const Tensor& z, double temperature, const Tensor& posi
   Tensor w = to(positives.defined() ? positives : pair_positives(m, z.device()), z.dtype());          // (M, M)
   Tensor positive_mean = div(sum(mul(w, s), {1}), sum(w, {1}));                                      // (M)
   return mean(sub(lse, positive_mean));
-}
-
-Tensor dino_fused(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t crops, double ts,
-                  double tt) {
-  kernels::DinoSaved saved = kernels::dino_loss_forward(student, teacher, center, crops, ts, tt);
-  return autograd::record(
-      "dino_loss", saved.loss, {student},
-      [xs = detach(student), yt = detach(teacher), c = detach(center), sl = saved.student_lse,
-       tl = saved.teacher_lse, crops, ts, tt](const Tensor& g) {
-        kernels::DinoSaved s{Tensor(), sl, tl};
-        return std::vector<Tensor>{kernels::dino_loss_backward(g, xs, yt, c, s, crops, ts, tt)};
-      });
 }
 
 Tensor dino_composite(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t crops,
@@ -144,7 +122,7 @@ Tensor nt_xent(const Tensor& z, double temperature, const Tensor& positives, Los
   } else if (m % 2 != 0) {
     fail("nt_xent: without a positive mask z holds two views of N images (2N rows), got an odd M = ", m);
   }
-  return impl == LossImpl::fused ? nt_xent_fused(z, temperature, positives)
+  return impl == LossImpl::fused ? siam::nt_xent_fused(z, temperature, positives)
                                  : nt_xent_composite(z, temperature, positives);
 }
 
@@ -214,7 +192,7 @@ Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& cen
   if (teacher.dtype() != student.dtype() || center.dtype() != student.dtype())
     fail("dino_loss: teacher (", dtype_name(teacher.dtype()), ") and center (", dtype_name(center.dtype()),
          ") must have the student's dtype ", dtype_name(student.dtype()));
-  return impl == LossImpl::fused ? dino_fused(student, teacher, center, student_crops, student_temp, teacher_temp)
+  return impl == LossImpl::fused ? siam::dino_loss_fused(student, teacher, center, student_crops, student_temp, teacher_temp)
                                  : dino_composite(student, teacher, center, student_crops, student_temp,
                                                   teacher_temp);
 }
