@@ -66,14 +66,15 @@ ResNet::ResNet(const ResNetConfig& cfg) : cfg_(cfg) {
   }
   if (cfg.in_channels != 1 && cfg.in_channels != 3)
     fail("ResNet: in_channels must be 1 or 3, got ", cfg.in_channels);
-  conv1_ = cfg.small_input ? std::make_shared<Conv2d>(cfg.in_channels, 64, 3, 1, 1, false)
-                           : std::make_shared<Conv2d>(cfg.in_channels, 64, 7, 2, 3, false);
+  if (cfg.width < 1) fail("ResNet: width must be positive, got ", cfg.width);
+  conv1_ = cfg.small_input ? std::make_shared<Conv2d>(cfg.in_channels, cfg.width, 3, 1, 1, false)
+                           : std::make_shared<Conv2d>(cfg.in_channels, cfg.width, 7, 2, 3, false);
   register_module("conv1", conv1_);
-  bn1_ = register_module("bn1", std::make_shared<BatchNorm>(64));
-  int64_t in = 64;
+  bn1_ = register_module("bn1", std::make_shared<BatchNorm>(cfg.width));
+  int64_t in = cfg.width;
   const int64_t expansion = bottleneck ? 4 : 1;
   for (int s = 0; s < 4; ++s) {
-    int64_t planes = 64 << s;
+    int64_t planes = cfg.width << s;
     auto stage = std::make_shared<Sequential>();
     for (int b = 0; b < blocks[s]; ++b) {
       stage->push_back(std::make_shared<Block>(bottleneck, in, planes, b == 0 && s > 0 ? 2 : 1));

@@ -10,6 +10,7 @@ struct ResNetConfig {
   bool small_input = false;     // 3x3 stride-1 first conv, no max-pool (28-64 px images)
   int64_t num_classes = 1000;   // 0 removes the classifier: forward returns pooled features
   bool zero_init_residual = false;  // zero the last BN weight of each block
+  int64_t width = 64;           // stem and first-stage channels, doubled per stage (torchvision: 64)
 };
 
 class ResNet : public Module {

@@ -11,7 +11,8 @@ Backbone make_backbone(const BackboneConfig& cfg) {
     auto net = std::make_shared<nn::ResNet>(nn::ResNetConfig{.depth = std::stoi(a.substr(6)),
                                                              .in_channels = cfg.in_channels,
                                                              .small_input = cfg.small_input,
-                                                             .num_classes = 0});
+                                                             .num_classes = 0,
+                                                             .width = cfg.width});
     return {net, net->feature_dim()};
   }
   if (a == "vit_tiny" || a == "vit_small" || a == "vit_base") {

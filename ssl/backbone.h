@@ -16,6 +16,7 @@ struct BackboneConfig {
   int64_t image_size = 224;       // ViT: the input side its position embedding is made for
   int64_t patch = 16;             // ViT: 4, 8 or 16
   double drop_path = 0.0;         // ViT: stochastic depth (DINO's student uses 0.1)
+  int64_t width = 64;             // ResNet: stem and first-stage channels (64 is torchvision's; 16 for CPU runs)
 };
 
 struct Backbone {

@@ -1,7 +1,6 @@
 // The SSL losses. The composites are written from autograd ops only; the fused NT-Xent and
-// DINO losses call kernels/ssl_loss.h and record the matching backward kernel, which makes
-// them autograd ops of this layer (the kernels are SSL-specific, so their op lives beside the
-// losses rather than in autograd/). Inputs are validated here, once, for both versions.
+// DINO losses are the autograd ops nt_xent_fused / dino_loss_fused (autograd/ops_ssl.cpp).
+// Inputs are validated here, once, for both versions.
 #include "ssl/losses.h"
 
 #include <cmath>

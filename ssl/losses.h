@@ -1,6 +1,6 @@
 #pragma once
 // The SSL losses, each differentiable. NT-Xent and the DINO loss have a fused kernel
-// (kernels/ssl_loss.h, exposed here as autograd ops) and a composite written from autograd
+// (kernels/ssl_loss.h, exposed as autograd ops in autograd/ops.h) and a composite written from autograd
 // ops; both are selectable and tested equal. The other losses are composites only. Formulas,
 // defaults and the official code they follow: docs/ssl.md.
 #include "autograd/ops.h"
