@@ -34,6 +34,7 @@ reference:
 	/usr/bin/python3 tools/reference/gen_models.py tests/fixtures/models
 	/usr/bin/python3 tools/reference/gen_optim.py tests/fixtures/optim
 	/usr/bin/python3 tools/reference/gen_ssl_train.py tests/fixtures/ssl
+	/usr/bin/python3 tools/reference/gen_eval.py tests/fixtures/eval
 
 demo: build
 	@scripts/deps.sh data

@@ -1,5 +1,6 @@
 #include "apps/config.h"
 
+#include <charconv>
 #include <cstdlib>
 #include <sstream>
 #include <toml++/toml.h>
@@ -18,6 +19,14 @@ static const char* type_name(const ConfigValue& v) {
   }
 }
 
+// The shortest text that reads back as the same double, so to_toml() round-trips exactly
+// (a stream's default 6 digits would turn 4/3 into 1.33333).
+static std::string shortest(double x) {
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, x);
+  return std::string(buf, end);
+}
+
 static std::string value_str(const ConfigValue& v) {
   std::ostringstream os;
   std::visit([&](const auto& x) {
@@ -26,9 +35,10 @@ static std::string value_str(const ConfigValue& v) {
     else if constexpr (std::is_same_v<T, std::string>) os << '"' << x << '"';
     else if constexpr (std::is_same_v<T, std::vector<double>>) {
       os << '[';
-      for (size_t i = 0; i < x.size(); ++i) os << (i ? ", " : "") << x[i];
+      for (size_t i = 0; i < x.size(); ++i) os << (i ? ", " : "") << shortest(x[i]);
       os << ']';
-    } else os << x;
+    } else if constexpr (std::is_same_v<T, double>) os << shortest(x);
+    else os << x;
   }, v);
   return os.str();
 }

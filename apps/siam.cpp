@@ -6,6 +6,9 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "apps/bench.h"
+#include "apps/eval_commands.h"
+#include "apps/pretrain.h"
 #include "tensor/cuda_runtime.h"
 #include "tensor/error.h"
 
@@ -35,11 +38,17 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   auto* info = app.add_subcommand("info", "Show threads, BLAS, CUDA devices and library versions");
   info->callback(print_info);
+  siam::apps::add_pretrain_command(app);
+  siam::apps::add_bench_command(app);
+  siam::apps::add_eval_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  } catch (const siam::Error& e) {
+    // --help, --version and a command's own exit code go through CLI11; a bad flag is one line.
+    if (e.get_exit_code() == 0 || e.get_name() == "RuntimeError") return app.exit(e);
+    std::cerr << "siam: " << e.what() << " (see --help)\n";
+    return e.get_exit_code();
+  } catch (const std::exception& e) {  // siam::Error and whatever the system throws
     std::cerr << "siam: " << e.what() << "\n";
     return 1;
   }

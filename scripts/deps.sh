@@ -8,7 +8,7 @@ want=(cmake ninja-build g++ make libopenblas-dev libgtest-dev libbenchmark-dev n
 for group in "$@"; do
   case "$group" in
     build) ;;
-    reference) want+=(python3 python3-torch python3-torchvision python3-numpy) ;;
+    reference) want+=(python3 python3-torch python3-torchvision python3-numpy python3-scipy python3-sklearn) ;;
     data) want+=(dataset-fashion-mnist) ;;
     *) echo "deps.sh: unknown group '$group' (expected build, reference or data)" >&2; exit 2 ;;
   esac
