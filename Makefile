@@ -36,10 +36,8 @@ reference:
 	/usr/bin/python3 tools/reference/gen_ssl_train.py tests/fixtures/ssl
 	/usr/bin/python3 tools/reference/gen_eval.py tests/fixtures/eval
 
-demo: build
-	@scripts/deps.sh data
-	$(BUILD)/siam info
-	@echo "make demo: the pretraining demo is not built yet (see README, 'Status'); siam info above shows the engine is ready."
+demo: deps
+	BUILD=$(BUILD) scripts/demo.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <sstream>
 
 #include "apps/eval.h"
@@ -123,6 +124,10 @@ class Console {
     if (!on_) return;
     const int64_t epoch = (step - 1) / spe_;
     const int64_t in_epoch = step - epoch * spe_;
+    // A terminal is redrawn at most 10 times a second (tiny models take thousands of steps a second).
+    const auto now = std::chrono::steady_clock::now();
+    if (tty_ && in_epoch < spe_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
     std::ostringstream os;
     os << "epoch " << epoch + 1 << "/" << epochs_;
     if (tty_) {
@@ -152,6 +157,7 @@ class Console {
   bool on_, tty_;
   int64_t epochs_, spe_, total_;
   bool dirty_ = false;
+  std::chrono::steady_clock::time_point last_draw_{};
 };
 
 void save(const std::string& path, Trainer& t, int64_t step) {
@@ -419,7 +425,6 @@ PretrainResult pretrain(const PretrainOptions& o) {
       loss_sum += m.at("loss");
       if (m.count("embedding_std")) std_sum += m.at("embedding_std");
       ++n;
-      r.last_loss = m.at("loss");
       const bool log_now = step % log_every == 0;
       if (log_now) {
         m["epoch"] = static_cast<double>(step) / spe;

@@ -84,7 +84,6 @@ struct PretrainResult {
   int64_t epoch = 0, step = 0;       // where the run stands
   bool finished = false;             // every epoch done
   bool interrupted = false;          // stopped by SIGINT or stop_at_step
-  double last_loss = 0;
   std::optional<double> knn_top1;    // the last monitor reading
 };
 

@@ -20,7 +20,6 @@
 #include "ssl/simsiam.h"
 #include "ssl/vicreg.h"
 #include "tensor/cuda_runtime.h"
-#include "tensor/rng.h"
 
 namespace siam::apps {
 
