@@ -339,6 +339,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   // see the very same numbers.
   cfg = checkpoint_config(cfg.to_toml(), "the resolved config");
   apply_threads(cfg);
+  Trainer t(cfg);  // before the folder exists, so a config or data error leaves nothing behind
 
   std::error_code ec;
   fs::create_directories(r.folder, ec);
@@ -350,7 +351,6 @@ PretrainResult pretrain(const PretrainOptions& o) {
     if (!f) fail("cannot write ", path);
   }
 
-  Trainer t(cfg);
   const int64_t spe = t.steps_per_epoch(), total = t.total_steps(), epochs = cfg.get_int("run.epochs");
   const int64_t log_every = cfg.get_int("run.log_every"), knn_every = cfg.get_int("run.knn_every");
   const int64_t ckpt_every = cfg.get_int("run.checkpoint_every");
