@@ -24,6 +24,17 @@ struct OpCase {
   bool run_gradcheck = true;
 };
 
+// An OpCase with its f32 tolerance and the reason for it.
+inline OpCase op_case(std::string name, OpFn fn, const char* why, double rtol, double atol) {
+  OpCase k;
+  k.name = std::move(name);
+  k.fn = std::move(fn);
+  k.why = why;
+  k.rtol = rtol;
+  k.atol = atol;
+  return k;
+}
+
 std::vector<OpCase>& op_table();
 struct OpTable {
   explicit OpTable(std::vector<OpCase> cases);

@@ -19,18 +19,9 @@ const char* kMax = "values copied exactly; overlapping windows add gradients in 
 const char* kMean = "f32 sums of up to a dozen terms and one division";
 const char* kResize = "double-accumulated taps rounded once to f32; backward adds a few f32 terms per cell";
 
-OpCase c(std::string name, OpFn fn, const char* why, double rtol, double atol) {
-  OpCase k;
-  k.name = std::move(name);
-  k.fn = std::move(fn);
-  k.why = why;
-  k.rtol = rtol;
-  k.atol = atol;
-  return k;
-}
-OpCase dot(std::string name, OpFn fn) { return c(std::move(name), std::move(fn), kDot, 1e-5, 1e-5); }
-OpCase mean(std::string name, OpFn fn) { return c(std::move(name), std::move(fn), kMean, 1e-6, 1e-6); }
-OpCase resize(std::string name, OpFn fn) { return c(std::move(name), std::move(fn), kResize, 1e-6, 1e-6); }
+OpCase dot(std::string name, OpFn fn) { return op_case(std::move(name), std::move(fn), kDot, 1e-5, 1e-5); }
+OpCase mean(std::string name, OpFn fn) { return op_case(std::move(name), std::move(fn), kMean, 1e-6, 1e-6); }
+OpCase resize(std::string name, OpFn fn) { return op_case(std::move(name), std::move(fn), kResize, 1e-6, 1e-6); }
 
 using V = const std::vector<Tensor>&;
 
@@ -69,9 +60,9 @@ OpTable table({
     dot("conv2d_1x1_stride2", conv({.stride_h = 2, .stride_w = 2})),
     dot("conv2d_rect", conv({.stride_h = 2, .stride_w = 1, .pad_h = 1, .pad_w = 0, .dil_h = 1, .dil_w = 2})),
 
-    c("max_pool2d_k3s2p1", [](V x) { return max_pool2d(x[0], 3, 2, 1); }, kMax, 1e-6, 1e-6),
-    c("max_pool2d_k2", [](V x) { return max_pool2d(x[0], 2, 2); }, kMax, 1e-6, 1e-6),
-    c("max_pool2d_overlap", [](V x) { return max_pool2d(x[0], 3, 1); }, kMax, 1e-6, 1e-6),
+    op_case("max_pool2d_k3s2p1", [](V x) { return max_pool2d(x[0], 3, 2, 1); }, kMax, 1e-6, 1e-6),
+    op_case("max_pool2d_k2", [](V x) { return max_pool2d(x[0], 2, 2); }, kMax, 1e-6, 1e-6),
+    op_case("max_pool2d_overlap", [](V x) { return max_pool2d(x[0], 3, 1); }, kMax, 1e-6, 1e-6),
     mean("avg_pool2d_k3s2p1", [](V x) { return avg_pool2d(x[0], 3, 2, 1); }),
     mean("avg_pool2d_k2", [](V x) { return avg_pool2d(x[0], 2, 2); }),
     mean("adaptive_avg_pool2d_5x7_3x2", [](V x) { return adaptive_avg_pool2d(x[0], 3, 2); }),

@@ -9,6 +9,7 @@
 //            each op rounds, so errors add up over a handful of roundings.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
 #include "op_harness.h"
 #include "tensor/safetensors.h"
 
@@ -19,20 +20,11 @@ const char* kExact = "f32 rounding of a copy or one multiply per element";
 const char* kFused = "double accumulation, one f32 rounding, f32 saved statistics; gradients cancel O(1) terms";
 const char* kChain = "a chain of f32 ops, each rounding once (log_softmax, gather, sums, divisions)";
 
-OpCase c(std::string name, OpFn fn, const char* why, double rtol, double atol) {
-  OpCase k;
-  k.name = std::move(name);
-  k.fn = std::move(fn);
-  k.why = why;
-  k.rtol = rtol;
-  k.atol = atol;
-  return k;
-}
 // Observed worst errors: exact 3e-7 abs; fused 4e-7 abs (batch_norm_4d_train gradients);
 // chain 9e-7 abs (cross_entropy_soft_smoothing_sum, a sum of 5 losses of size ~10).
-OpCase exact(std::string name, OpFn fn) { return c(std::move(name), std::move(fn), kExact, 1e-6, 1e-6); }
-OpCase fused(std::string name, OpFn fn) { return c(std::move(name), std::move(fn), kFused, 1e-5, 2e-6); }
-OpCase chain(std::string name, OpFn fn) { return c(std::move(name), std::move(fn), kChain, 1e-5, 5e-6); }
+OpCase exact(std::string name, OpFn fn) { return op_case(std::move(name), std::move(fn), kExact, 1e-6, 1e-6); }
+OpCase fused(std::string name, OpFn fn) { return op_case(std::move(name), std::move(fn), kFused, 1e-5, 2e-6); }
+OpCase chain(std::string name, OpFn fn) { return op_case(std::move(name), std::move(fn), kChain, 1e-5, 5e-6); }
 
 using V = const std::vector<Tensor>&;
 
@@ -164,16 +156,6 @@ TEST(Dropout, ReservesWordsFromTheGenerator) {
   EXPECT_EQ(gen.offset(), 5u);  // 3 samples, one word each
   dropout(x, 0.5, false, gen);
   EXPECT_EQ(gen.offset(), 5u);  // eval draws nothing
-}
-
-template <class F>
-void expect_error(F f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "no siam::Error; expected one mentioning \"" << fragment << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
 }
 
 TEST(NnOps, ErrorsNameTheOpAndTheProblem) {

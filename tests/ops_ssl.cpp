@@ -12,6 +12,7 @@
 
 #include <cmath>
 
+#include "test_util.h"
 #include "op_harness.h"
 #include "ssl/heads.h"
 #include "ssl/losses.h"
@@ -192,16 +193,6 @@ TEST(SslLosses, EmbeddingStdHealthyAndCollapsed) {
 }
 
 // ---------------------------------------------------------------- errors
-
-template <class Fn>
-void expect_error(Fn f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "no siam::Error; expected one mentioning \"" << fragment << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
 
 TEST(SslLosses, ErrorsNameTheLossAndTheProblem) {
   Tensor z = ones({4, 3});

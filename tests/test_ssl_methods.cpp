@@ -7,6 +7,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "test_util.h"
 #include "nn/resnet.h"
 #include "ssl/barlow.h"
 #include "ssl/byol.h"
@@ -510,16 +511,6 @@ TEST(SslMethods, SimclrTakesExtraPositives) {
   ssl::StepOutput with = m.training_step(two_views(), {}, pos), without = m.training_step(two_views(), {});
   EXPECT_TRUE(std::isfinite(with.loss.item()));
   EXPECT_NE(with.loss.item(), without.loss.item());
-}
-
-template <class Fn>
-void expect_error(Fn f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "no siam::Error; expected one mentioning \"" << fragment << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
 }
 
 TEST(SslMethods, ErrorsNameTheMethodAndTheProblem) {
