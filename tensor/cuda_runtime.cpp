@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <mutex>
+#include <unordered_set>
 
 #include "tensor/error.h"
 
@@ -88,6 +89,14 @@ std::string runtime_versions() {
   return r;
 }
 
+// The capture in progress on this thread, and the allocations made during it.
+namespace {
+thread_local Graph* g_capture = nullptr;
+thread_local std::unordered_set<void*>* g_capture_allocs = nullptr;
+}  // namespace
+
+bool capturing() { return g_capture != nullptr; }
+
 void* device_alloc(size_t n, int device) {
   if (!available()) fail("cannot allocate on cuda:", device, ": ", reason);
   if (device < 0 || device >= n_devices || device >= kMaxDevices) fail("no device cuda:", device, " (", n_devices, " visible)");
@@ -100,12 +109,73 @@ void* device_alloc(size_t n, int device) {
     fail("out of GPU memory on cuda:", device, ": could not allocate ", n, " bytes (",
          pool_bytes_in_use(device), " bytes in use by siam)");
   }
+  if (g_capture_allocs) g_capture_allocs->insert(p);
   return p;
 }
 
 void device_free(void* p, int device) {
   cudaSetDevice(device);
+  if (g_capture && !g_capture_allocs->erase(p)) {
+    // Allocated before the capture: the captured kernels may read it, so it lives as long
+    // as the graph. (A free node may only free graph memory anyway.)
+    g_capture->kept_.push_back(p);
+    return;
+  }
   cudaFreeAsync(p, cudaStreamPerThread);
+}
+
+// ---------------------------------------------------------------- graphs
+
+Graph::~Graph() {
+  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+  if (graph_) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));
+  if (!kept_.empty()) {
+    cudaSetDevice(device_);
+    cudaStreamSynchronize(cudaStreamPerThread);  // replays in flight still read them
+    for (void* p : kept_) cudaFreeAsync(p, cudaStreamPerThread);
+  }
+}
+
+void Graph::capture(const std::function<void()>& step, int device) {
+  if (g_capture) fail("CUDA graph capture: a capture is already in progress on this thread");
+  if (exec_) fail("CUDA graph capture: this graph was already captured");
+  if (!available()) fail("CUDA graph capture: ", reason);
+  device_ = device;
+  SIAM_CUDA_OK(cudaSetDevice(device));
+  setup_pool(device);
+  std::unordered_set<void*> allocs;
+  SIAM_CUDA_OK(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal));
+  g_capture = this;
+  g_capture_allocs = &allocs;
+  std::string error;
+  try {
+    step();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  g_capture = nullptr;
+  g_capture_allocs = nullptr;
+  cudaGraph_t graph = nullptr;
+  cudaError_t e = cudaStreamEndCapture(cudaStreamPerThread, &graph);
+  if (!error.empty() || e != cudaSuccess) {
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    fail("CUDA graph capture failed: ",
+         !error.empty() ? error : std::string(cudaGetErrorString(e)),
+         " (a captured step must not synchronise with the host: no reading values back, no blocking copies)");
+  }
+  graph_ = graph;
+  cudaGraphExec_t exec = nullptr;
+  // Graph memory still held when the graph is launched again is freed first, so tensors made
+  // in the capture keep their addresses from replay to replay.
+  SIAM_CUDA_OK(cudaGraphInstantiateWithFlags(&exec, graph, cudaGraphInstantiateFlagAutoFreeOnLaunch));
+  exec_ = exec;
+}
+
+void Graph::replay() {
+  if (!exec_) fail("CUDA graph replay: nothing was captured");
+  SIAM_CUDA_OK(cudaSetDevice(device_));
+  SIAM_CUDA_OK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), cudaStreamPerThread));
 }
 
 size_t pool_bytes_in_use(int device) {

@@ -20,4 +20,9 @@ void copy_d2d(void*, const void*, size_t, int) { fail(kReason); }
 void synchronize(int) {}
 size_t pool_bytes_in_use(int) { return 0; }
 
+Graph::~Graph() = default;
+void Graph::capture(const std::function<void()>&, int) { fail("CUDA graphs: ", kReason); }
+void Graph::replay() { fail("CUDA graphs: ", kReason); }
+bool capturing() { return false; }
+
 }  // namespace siam::cuda
