@@ -84,6 +84,10 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim
 Tensor var(const Tensor& x, const std::vector<int64_t>& dims, bool unbiased = true, bool keepdim = false);
 // Max over one dim: (values, i64 indices). The gradient goes to the first maximal index.
 std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim = false);
+// Top-k of each row of a 2-D x (R, N): (values (R, k), i64 indices (R, k)), best first; equal
+// values rank the lower column first, NaN counts as -inf. Not differentiable: an input that
+// needs a gradient (with grad mode on) is an error.
+std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k);
 Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor norm(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);  // L2
 
@@ -114,6 +118,12 @@ Tensor interpolate_bicubic(const Tensor& x, int64_t out_h, int64_t out_w, bool a
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                   const Tensor& weight, const Tensor& bias, bool training, double momentum = 0.1,
                   double eps = 1e-5);
+// Fused batch norm + residual add + ReLU (ResNet's block tail): relu(batch_norm(x) + residual),
+// with batch_norm as above. residual: x's shape, or undefined (no add); relu = false: no ReLU.
+// One pass over memory forward and two backward instead of three ops' worth.
+Tensor batch_norm_act(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                      const Tensor& weight, const Tensor& bias, const Tensor& residual, bool relu,
+                      bool training, double momentum = 0.1, double eps = 1e-5);
 // Normalises over the last normalized_shape.size() dims; weight/bias of that shape or undefined.
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                   const Tensor& bias, double eps = 1e-5);

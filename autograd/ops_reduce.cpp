@@ -4,6 +4,7 @@
 
 #include "autograd/ops.h"
 #include "kernels/reduce.h"
+#include "kernels/topk.h"
 
 namespace siam {
 
@@ -70,6 +71,12 @@ std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
     return std::vector<Tensor>{contiguous(where(hit, expand(reshape(g, k), in), zero))};
   });
   return {v, indices};
+}
+
+std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k) {
+  if (autograd::needs_graph({x}))
+    fail("topk: not differentiable, but its input requires a gradient; call it under NoGradGuard or on detach(x)");
+  return kernels::topk(x, k);
 }
 
 Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim) {

@@ -1,6 +1,8 @@
 #pragma once
-// 2-D convolution (cross-correlation, as PyTorch) on NCHW tensors, by im2col + GEMM; no
-// autograd. f32 and f64 on the CPU. Shapes are validated by the caller (autograd/ops_conv.cpp).
+// 2-D convolution (cross-correlation, as PyTorch) on NCHW tensors; no autograd. f32 and f64 on
+// the CPU (im2col + GEMM); f32, f64 and bf16 on CUDA (cuDNN), where NCHW-contiguous and
+// channels-last inputs are both taken as they lie (kernels/cuda/conv.h says which layout each
+// output has). Shapes are validated by the caller (autograd/ops_conv.cpp).
 #include "tensor/tensor.h"
 
 namespace siam::kernels {

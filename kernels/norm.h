@@ -1,7 +1,9 @@
 #pragma once
-// Normalisation kernels (no autograd), f32 and f64 on the CPU. Inputs may be strided views;
-// outputs are new contiguous tensors. Statistics accumulate in double, so f32 results are
-// limited by the final rounding, not by the length of the reduction.
+// Normalisation kernels (no autograd), f32 and f64 on the CPU; f32, f64 and bf16 on CUDA.
+// Inputs may be strided views; outputs are new contiguous tensors (on CUDA a channels-last x
+// gives channels-last y and dx). Statistics accumulate in double on the CPU, so f32 results
+// are limited by the final rounding, not by the length of the reduction. The saved mean and
+// invstd have x's dtype, except f32 for a bf16 x (CUDA).
 #include <array>
 
 #include "tensor/tensor.h"
@@ -29,6 +31,23 @@ NormForward batch_norm_forward(const Tensor& x, const Tensor& weight, const Tens
 NormBackward batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor& weight,
                                  const Tensor& mean, const Tensor& invstd, bool training,
                                  std::array<bool, 3> need);
+
+// Batch norm fused with a residual add and a ReLU, the memory-bound tail of a ResNet block:
+// y = act(batch_norm(x) + residual), act = ReLU when `relu`, else the identity. residual: x's
+// shape or undefined. Statistics and running-stat updates as batch_norm_forward.
+NormForward batch_norm_act_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                   const Tensor& running_mean, const Tensor& running_var,
+                                   const Tensor& residual, bool relu, bool training, double momentum,
+                                   double eps);
+struct NormActBackward {
+  Tensor dx, dweight, dbias, dresidual;  // undefined where not asked for
+};
+// g: y's gradient; y: the forward's output, read only when `relu` (the mask y > 0); x, weight,
+// mean, invstd as batch_norm_backward. dresidual is the masked gradient itself.
+// need: {dx, dweight, dbias, dresidual}.
+NormActBackward batch_norm_act_backward(const Tensor& g, const Tensor& y, const Tensor& x,
+                                        const Tensor& weight, const Tensor& mean, const Tensor& invstd,
+                                        bool relu, bool training, std::array<bool, 4> need);
 
 // x: (..., D) viewed as rows of its last `d` elements (d = D); weight, bias: d elements or
 // undefined. mean, invstd: one per row, shape (rows).

@@ -9,6 +9,9 @@
 #include <sstream>
 
 #include "tensor/cuda_runtime.h"
+#if defined(SIAM_HAS_CUDA) && SIAM_HAS_CUDA
+#include "kernels/cuda/copy.h"
+#endif
 
 namespace siam {
 
@@ -212,9 +215,12 @@ std::vector<double> Tensor::to_vector() const {
 
 void fill_(const Tensor& t, double value) {
   if (!t.device().is_cpu()) {
-    Tensor h = full(t.shape(), value, {t.dtype(), Device::cpu()});
-    copy_(t, h);
+#if defined(SIAM_HAS_CUDA) && SIAM_HAS_CUDA
+    gpu::fill(t, value);  // on the device, asynchronous
     return;
+#else
+    fail("fill_ on a ", t.device().str(), " tensor in a build without CUDA");
+#endif
   }
   char* base = static_cast<char*>(t.raw_data());
   size_t es = dtype_size(t.dtype());
@@ -226,6 +232,56 @@ void fill_(const Tensor& t, double value) {
   for_each_offset(t.shape(), t.strides(), [&](int64_t, int64_t off) { store(base + off * es, t.dtype(), value); });
 }
 
+#if defined(SIAM_HAS_CUDA) && SIAM_HAS_CUDA
+// copy_ where a GPU is involved. Strides and dtype conversions are handled on the device
+// (gpu::copy_strided); bytes cross between host and device only as contiguous blocks, and
+// a copy within one device never waits for the host.
+static void copy_with_device(const Tensor& dst, const Tensor& src, bool same_layout) {
+  const Device dd = dst.device(), sd = src.device();
+  if (dd.is_cuda() && sd.is_cuda()) {
+    if (dd == sd) {
+      if (same_layout) cuda::copy_d2d(dst.raw_data(), src.raw_data(), dst.nbytes(), dd.index);
+      else gpu::copy_strided(dst, src);
+      return;
+    }
+    // Across devices: dst's dtype, contiguous, on the source device; the bytes; then dst's
+    // layout on the destination device. The two devices' streams are not ordered with each
+    // other, hence the synchronisations on this (rare) path.
+    Tensor s = src.is_contiguous() && src.dtype() == dst.dtype() ? src : copy_to(src, sd, dst.dtype());
+    Tensor d = dst.is_contiguous() ? dst : empty(dst.shape(), {dst.dtype(), dd});
+    cuda::synchronize(sd.index);
+    cuda::copy_d2d(d.raw_data(), s.raw_data(), d.nbytes(), dd.index);
+    cuda::synchronize(dd.index);
+    if (!d.same(dst)) gpu::copy_strided(dst, d);
+    return;
+  }
+  if (dd.is_cuda()) {  // host -> device: contiguous bytes up, then converted / laid out there
+    Tensor h = src.is_contiguous() ? src : copy_to(src, Device::cpu(), src.dtype());
+    if (dst.is_contiguous() && dst.dtype() == src.dtype()) {
+      cuda::copy_h2d(dst.raw_data(), h.raw_data(), dst.nbytes(), dd.index);
+      return;
+    }
+    Tensor d = empty(src.shape(), {src.dtype(), dd});
+    cuda::copy_h2d(d.raw_data(), h.raw_data(), d.nbytes(), dd.index);
+    gpu::copy_strided(dst, d);
+    return;
+  }
+  // device -> host: converted to dst's dtype and made contiguous on the device, then down.
+  Tensor s = src.is_contiguous() && src.dtype() == dst.dtype() ? src : copy_to(src, sd, dst.dtype());
+  if (dst.is_contiguous()) {
+    cuda::copy_d2h(dst.raw_data(), s.raw_data(), dst.nbytes(), sd.index);
+    return;
+  }
+  Tensor h = empty(dst.shape(), {dst.dtype(), Device::cpu()});
+  cuda::copy_d2h(h.raw_data(), s.raw_data(), h.nbytes(), sd.index);
+  copy_(dst, h);
+}
+#else
+static void copy_with_device(const Tensor& dst, const Tensor& src, bool) {
+  fail("copy_ between ", src.device().str(), " and ", dst.device().str(), " in a build without CUDA");
+}
+#endif
+
 void copy_(const Tensor& dst, const Tensor& src) {
   if (dst.shape() != src.shape())
     fail("copy_: destination shape ", shape_str(dst.shape()), " differs from source shape ",
@@ -233,19 +289,7 @@ void copy_(const Tensor& dst, const Tensor& src) {
   if (dst.numel() == 0) return;
   bool same_layout = dst.is_contiguous() && src.is_contiguous() && dst.dtype() == src.dtype();
   if (!dst.device().is_cpu() || !src.device().is_cpu()) {
-    if (!same_layout) {
-      // Convert on the host side, then move contiguous bytes.
-      Tensor s = src.device().is_cpu() ? src : copy_to(src, Device::cpu(), src.dtype());
-      Tensor h = empty(dst.shape(), {dst.dtype(), Device::cpu()});
-      copy_(h, s);
-      SIAM_CHECK(dst.is_contiguous(), "copy_ into a non-contiguous ", dst.device().str(), " tensor");
-      copy_(dst, h);
-      return;
-    }
-    size_t n = dst.nbytes();
-    if (dst.device().is_cuda() && src.device().is_cuda()) cuda::copy_d2d(dst.raw_data(), src.raw_data(), n, dst.device().index);
-    else if (dst.device().is_cuda()) cuda::copy_h2d(dst.raw_data(), src.raw_data(), n, dst.device().index);
-    else cuda::copy_d2h(dst.raw_data(), src.raw_data(), n, src.device().index);
+    copy_with_device(dst, src, same_layout);
     return;
   }
   if (same_layout) {

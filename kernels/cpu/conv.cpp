@@ -1,6 +1,7 @@
-// Convolution CPU kernels: im2col + BLAS GEMM, one GEMM per (image, group). Every function
-// writes (=) a fresh output. Inside, col2im adds (+=) column patches into the input gradient and
-// the weight gradient accumulates (+=) over images, per thread, before one final sum.
+// Convolution CPU kernels: im2col + BLAS GEMM, one GEMM per (batch of images, group). Every
+// function writes (=) a fresh output. Inside, col2im adds (+=) column patches into the input
+// gradient (zeroed image by image first) and the weight gradient accumulates (+=) over batches,
+// per thread, before one final sum.
 #include "kernels/conv.h"
 
 #include <omp.h>
@@ -10,9 +11,14 @@
 #include <vector>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/winograd.h"
+#include "kernels/cuda/conv.h"
+#include "kernels/cuda/dispatch.h"
 
 namespace siam::kernels {
 namespace {
+
+namespace winograd = cpu::winograd;
 
 struct Dims {
   int64_t N, C, H, W, O, G, Cg, Og, kh, kw, Ho, Wo;
@@ -46,41 +52,46 @@ std::pair<int64_t, int64_t> valid_cols(const Dims& d, const ConvGeometry& p, int
   return {lo, hi};
 }
 
-// x: (Cg, H, W) -> col: (K, L), zeros where a tap falls in the padding.
+// x: (Cg, H, W) -> col: (K, L) rows at row stride ld, zeros where a tap falls in the padding.
 template <class T>
-void im2col(const T* x, T* col, const Dims& d, const ConvGeometry& p, bool parallel) {
-  const int64_t K = d.K(), L = d.L();
+void im2col(const T* x, T* col, int64_t ld, const Dims& d, const ConvGeometry& p, bool parallel) {
+  const int64_t K = d.K();
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t r = 0; r < K; ++r) {
     int64_t c = r / (d.kh * d.kw), ki = r / d.kw % d.kh, kj = r % d.kw;
     int64_t off_h = ki * p.dil_h - p.pad_h, off_w = kj * p.dil_w - p.pad_w;
     auto [lo, hi] = valid_cols(d, p, off_w);
+    // Plain loops, not std::fill / std::copy: the deep layers' rows are 4 to 14 values long,
+    // too short for a memset / memcpy call to pay.
     for (int64_t oh = 0; oh < d.Ho; ++oh) {
-      T* o = col + r * L + oh * d.Wo;
+      T* o = col + r * ld + oh * d.Wo;
       int64_t ih = oh * p.stride_h + off_h;
       if (ih < 0 || ih >= d.H) {
-        std::fill(o, o + d.Wo, T(0));
+        for (int64_t ow = 0; ow < d.Wo; ++ow) o[ow] = T(0);
         continue;
       }
-      const T* xr = x + (c * d.H + ih) * d.W;
-      std::fill(o, o + lo, T(0));
-      if (p.stride_w == 1) std::copy(xr + lo + off_w, xr + hi + off_w, o + lo);
+      const T* xr = x + (c * d.H + ih) * d.W + off_w;
+#pragma omp simd
+      for (int64_t ow = 0; ow < lo; ++ow) o[ow] = T(0);
+      if (p.stride_w == 1)
+        for (int64_t ow = lo; ow < hi; ++ow) o[ow] = xr[ow];
       else
-        for (int64_t ow = lo; ow < hi; ++ow) o[ow] = xr[ow * p.stride_w + off_w];
-      std::fill(o + hi, o + d.Wo, T(0));
+        for (int64_t ow = lo; ow < hi; ++ow) o[ow] = xr[ow * p.stride_w];
+#pragma omp simd
+      for (int64_t ow = hi; ow < d.Wo; ++ow) o[ow] = T(0);
     }
   }
 }
 
-// col: (K, L) -> dx: (Cg, H, W) (+=). Channels own disjoint rows of col, so they run in parallel.
+// col: (K, L) rows at row stride ld -> dx: (Cg, H, W) (+=). Channels own disjoint rows of col,
+// so they run in parallel.
 template <class T>
-void col2im(const T* col, T* dx, const Dims& d, const ConvGeometry& p, bool parallel) {
-  const int64_t L = d.L();
+void col2im(const T* col, int64_t ld, T* dx, const Dims& d, const ConvGeometry& p, bool parallel) {
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t c = 0; c < d.Cg; ++c) {
     for (int64_t ki = 0; ki < d.kh; ++ki)
       for (int64_t kj = 0; kj < d.kw; ++kj) {
-        const T* in = col + ((c * d.kh + ki) * d.kw + kj) * L;
+        const T* in = col + ((c * d.kh + ki) * d.kw + kj) * ld;
         int64_t off_h = ki * p.dil_h - p.pad_h, off_w = kj * p.dil_w - p.pad_w;
         auto [lo, hi] = valid_cols(d, p, off_w);
         for (int64_t oh = 0; oh < d.Ho; ++oh) {
@@ -88,98 +99,321 @@ void col2im(const T* col, T* dx, const Dims& d, const ConvGeometry& p, bool para
           if (ih < 0 || ih >= d.H) continue;
           T* xr = dx + (c * d.H + ih) * d.W;
           const T* ir = in + oh * d.Wo;
-          for (int64_t ow = lo; ow < hi; ++ow) xr[ow * p.stride_w + off_w] += ir[ow];
+          if (p.stride_w == 1)
+            for (int64_t ow = lo; ow < hi; ++ow) xr[ow + off_w] += ir[ow];
+          else
+            for (int64_t ow = lo; ow < hi; ++ow) xr[ow * p.stride_w + off_w] += ir[ow];
         }
       }
   }
 }
 
-// Calls body(item, scratch, inner_parallel) for items [0, n), item = image * G + group. Shared
-// out (cpu::share_gemms), each thread runs whole items with its own scratch; otherwise the items
-// run in order and parallelise inside (im2col loops, BLAS threads).
+// Work is cut into items of B consecutive images of one group, so that each GEMM sees B * L
+// columns: per-image GEMMs on the deep layers' small planes (L = 16 or 49) spend their time
+// packing the weights, not multiplying.
+struct Batching {
+  int64_t B;      // images per item
+  int64_t items;  // ceil(N / B) * G
+  bool share;     // items shared out over OpenMP threads, BLAS single-threaded in each
+};
+
+// N images in G groups, each image `cols` GEMM columns wide and `rows` scratch values per
+// column; m and k are the GEMM's other sizes.
+Batching batching(int64_t N, int64_t G, int64_t cols, int64_t rows, int64_t m, int64_t k) {
+  // Columns per GEMM past which a larger batch gains little, and a cap on the scratch so it
+  // stays within the caches' reach.
+  constexpr int64_t kCols = 256, kScratch = int64_t(1) << 21;
+  if (N == 0) return {1, 0, false};
+  const int64_t L = std::max<int64_t>(cols, 1), nt = omp_get_max_threads();
+  int64_t B = std::max<int64_t>(1, kCols / L);
+  B = std::min(B, std::max<int64_t>(1, kScratch / std::max<int64_t>(rows * L, 1)));
+  // Every thread gets items, and items are balanced: the same B for all but perhaps the last.
+  B = std::min(B, std::max<int64_t>(1, N / nt));
+  int64_t chunks = (N + B - 1) / B;
+  if (nt > 1 && chunks * G > nt) chunks = (chunks * G + nt - 1) / nt * nt / G;
+  chunks = std::clamp<int64_t>(chunks, 1, N);
+  B = (N + chunks - 1) / chunks;
+  Batching b{B, (N + B - 1) / B * G, false};
+  b.share = cpu::share_gemms(b.items, m, B * L, k);
+  return b;
+}
+Batching batching(const Dims& d, int64_t m, int64_t k) { return batching(d.N, d.G, d.L(), d.K(), m, k); }
+
+// This thread's scratch of at least n values, kept from call to call: the same layers come
+// back every step, and a fresh buffer each time costs page faults and zeroing. Slots keep
+// buffers that are alive at the same time apart: a GEMM batch's columns (every thread), and on
+// the calling thread the transformed kernel and the weight gradient's per-thread partial sums.
+enum ScratchSlot { kGemmSlot, kWeightSlot, kPartialSlot };
+template <class T, int Slot = kGemmSlot>
+T* thread_scratch(int64_t n) {
+  thread_local std::vector<T> buf;
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  return buf.data();
+}
+
+// Calls body(item, scratch, inner_parallel) for every item. Shared out (Batching::share), each
+// thread runs whole items with its own scratch; otherwise the items run in order and
+// parallelise inside (im2col loops, BLAS threads).
 template <class T, class F>
-void for_items(int64_t n, int64_t scratch, bool share, F body) {
-  if (share) {
+void for_items(const Batching& b, int64_t scratch, F body) {
+  if (b.share) {
     cpu::BlasSingleThread one;
 #pragma omp parallel
     {
-      std::vector<T> buf(scratch);
+      T* buf = thread_scratch<T>(scratch);
 #pragma omp for schedule(static)
-      for (int64_t i = 0; i < n; ++i) body(i, buf.data(), false);
+      for (int64_t i = 0; i < b.items; ++i) body(i, buf, false);
     }
   } else {
-    std::vector<T> buf(scratch);
-    for (int64_t i = 0; i < n; ++i) body(i, buf.data(), true);
+    T* buf = thread_scratch<T>(scratch);
+    for (int64_t i = 0; i < b.items; ++i) body(i, buf, true);
   }
+}
+
+// Weight-gradient sums that every batch adds into, kept per thread (threads run batches side
+// by side) in `groups` equal slices (one per conv group). A thread's first product into a slice
+// writes it (GEMM beta 0) and later ones add, so nothing is zeroed first; sum() then adds up
+// the slices that were written, in thread order.
+template <class T>
+class Partials {
+ public:
+  Partials(int threads, int64_t size, int64_t groups)
+      : threads_(threads), size_(size), groups_(groups), data_(thread_scratch<T, kPartialSlot>(threads * size)),
+        used_(static_cast<size_t>(threads * groups), 0) {}
+  T* slice(int thread) { return data_ + thread * size_; }
+  // The GEMM beta for `thread`'s next product into group g's slice.
+  double beta(int thread, int64_t g) {
+    char& u = used_[static_cast<size_t>(thread * groups_ + g)];
+    const double b = u ? 1.0 : 0.0;
+    u = 1;
+    return b;
+  }
+  // out: size values (=); may be slice(0).
+  void sum(T* out) const {
+    const int64_t per = size_ / groups_;
+#pragma omp parallel for schedule(static) if (size_ * threads_ > 32768)
+    for (int64_t e = 0; e < size_; ++e) {
+      const int64_t g = e / per;
+      T s = 0;
+      for (int t = 0; t < threads_; ++t)
+        if (used_[static_cast<size_t>(t * groups_ + g)]) s += data_[t * size_ + e];
+      out[e] = s;
+    }
+  }
+
+ private:
+  int threads_;
+  int64_t size_, groups_;
+  T* data_;
+  std::vector<char> used_;
+};
+
+// The images [n0, n0 + nb) of item i and their group.
+struct Item {
+  int64_t n0, nb, g;
+};
+Item item_of(int64_t i, const Dims& d, const Batching& b) {
+  int64_t n0 = i / d.G * b.B;
+  return {n0, std::min(b.B, d.N - n0), i % d.G};
+}
+
+// Rows [row0, row0 + rows) of each image's (rows_total, L) plane, images [n0, n0 + nb) of t:
+// (N, rows_total, L) -> buf: (rows, nb * L), image b in columns [b L, (b + 1) L).
+template <class T>
+void gather(const T* t, T* buf, int64_t n0, int64_t nb, int64_t rows_total, int64_t row0, int64_t rows, int64_t L) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      const T* src = t + ((n0 + b) * rows_total + row0 + r) * L;
+      std::copy(src, src + L, buf + (r * nb + b) * L);
+    }
+}
+
+// The backward passes of 3x3 kernels with stride 1, no dilation and one group go through
+// Winograd F(2x2, 3x3) (kernels/cpu/winograd.h): 16 multiply-adds per output tile and channel
+// pair instead of 36, and no im2col. Padding up to 2 keeps the input gradient's padding
+// (2 - pad) non-negative. With few channels the transforms cost more than the multiply-adds
+// saved (a 1-channel stem: twice as slow as im2col), hence the channel floor.
+//
+// The forward pass stays on im2col. Winograd rounds the transformed kernel G g G^T to f32, an
+// error shared by every output of the layer, like perturbing the weights by a fraction of an
+// ulp; in a deep net in training mode that flips the sign of pre-activations sitting within
+// ~1e-7 of zero, and the ReLU turns the flip into a gradient change far above f32 rounding
+// (tests/test_models.cpp's small ResNet-18 fixture shows it: 1e-2 on early-layer gradients,
+// the same as perturbing the conv weights by 2e-7 under im2col). Gradients are linear in the
+// backward passes' rounding, so there Winograd costs nothing beyond it.
+bool use_winograd(const Dims& d, const ConvGeometry& p) {
+  constexpr int64_t kMinChannels = 16;
+  return d.kh == 3 && d.kw == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 &&
+         d.G == 1 && p.pad_h <= 2 && p.pad_w <= 2 && d.Ho > 0 && d.Wo > 0 && std::min(d.C, d.O) >= kMinChannels;
+}
+
+// gy: (N, O, Ho, Wo), w: (O, C, 3, 3) -> dx: (N, C, H, W) (=): the forward algorithm on gy with
+// the kernel rotated 180 degrees and its channel axes swapped, padding 2 - pad.
+template <class T>
+void winograd_grad_input(const T* gy, const T* w, T* dx, const Dims& d, const ConvGeometry& p) {
+  const winograd::Plane q = winograd::plane(d.O, d.Ho, d.Wo, d.C, 2 - p.pad_h, 2 - p.pad_w);
+  const int64_t tiles = q.tiles(), in_img = q.Cin * q.H * q.W, out_img = q.Cout * q.Ho * q.Wo;
+  T* U = thread_scratch<T, kWeightSlot>(16 * d.O * d.C);  // (16, C, O)
+  winograd::rotated_weight_transform(w, U, d.O, d.C);
+  const Batching bt = batching(d.N, 1, tiles, 16 * (q.Cin + q.Cout), q.Cout, q.Cin);
+  for_items<T>(bt, 16 * (q.Cin + q.Cout) * bt.B * tiles, [&](int64_t i, T* buf, bool inner) {
+    const int64_t n0 = i * bt.B, nb = std::min(bt.B, d.N - n0), ld = nb * tiles;
+    T* V = buf;
+    T* M = buf + 16 * q.Cin * ld;
+    winograd::input_transform(gy + n0 * in_img, in_img, nb, V, ld, q, inner);
+    for (int64_t xi = 0; xi < 16; ++xi)
+      cpu::blas_gemm(false, false, q.Cout, ld, q.Cin, 1.0, U + xi * q.Cout * q.Cin, q.Cin, V + xi * q.Cin * ld, ld,
+                     0.0, M + xi * q.Cout * ld, ld);
+    winograd::output_transform(M, ld, nb, dx + n0 * out_img, out_img, q, inner);
+  });
+}
+
+// gy: (N, O, Ho, Wo), x: (N, C, H, W) -> dw: (O, C, 3, 3) (=)
+template <class T>
+void winograd_grad_weight(const T* gy, const T* x, T* dw, const Dims& d, const ConvGeometry& p) {
+  const winograd::Plane q = winograd::plane(d.C, d.H, d.W, d.O, p.pad_h, p.pad_w);
+  const int64_t tiles = q.tiles(), x_img = d.C * d.H * d.W, gy_img = d.O * d.L(), size = 16 * d.O * d.C;
+  const Batching bt = batching(d.N, 1, tiles, 16 * (d.C + d.O), d.O, d.C);
+  // Every image adds into all of dU (16, O, C).
+  Partials<T> dU(bt.share ? omp_get_max_threads() : 1, size, 1);
+  for_items<T>(bt, 16 * (d.C + d.O) * bt.B * tiles, [&](int64_t i, T* buf, bool inner) {
+    const int64_t n0 = i * bt.B, nb = std::min(bt.B, d.N - n0), ld = nb * tiles;
+    T* V = buf;
+    T* dM = buf + 16 * d.C * ld;
+    const int t = inner ? 0 : omp_get_thread_num();
+    winograd::input_transform(x + n0 * x_img, x_img, nb, V, ld, q, inner);
+    winograd::grad_output_transform(gy + n0 * gy_img, gy_img, nb, dM, ld, q, inner);
+    const double beta = dU.beta(t, 0);
+    for (int64_t xi = 0; xi < 16; ++xi)
+      cpu::blas_gemm(false, true, d.O, d.C, ld, 1.0, dM + xi * d.O * ld, ld, V + xi * d.C * ld, ld, beta,
+                     dU.slice(t) + xi * d.O * d.C, d.C);
+  });
+  dU.sum(dU.slice(0));
+  winograd::weight_grad_transform(dU.slice(0), dw, d.O, d.C);
 }
 
 // x: (N, C, H, W), w: (O, K), bias: (O) or null -> y: (N, O, L)
 template <class T>
 void forward(const T* x, const T* w, const T* bias, T* y, const Dims& d, const ConvGeometry& p) {
   const int64_t K = d.K(), L = d.L();
-  bool pw = is_pointwise(d, p);
-  bool share = cpu::share_gemms(d.N * d.G, d.Og, L, K);
-  for_items<T>(d.N * d.G, pw ? 0 : K * L, share, [&](int64_t i, T* col, bool inner) {
-    int64_t n = i / d.G, g = i % d.G;
-    const T* xg = x + (n * d.C + g * d.Cg) * d.H * d.W;
-    T* yg = y + (n * d.O + g * d.Og) * L;
-    if (!pw) im2col(xg, col, d, p, inner);
-    if (bias)
-      for (int64_t o = 0; o < d.Og; ++o) std::fill(yg + o * L, yg + (o + 1) * L, bias[g * d.Og + o]);
-    cpu::blas_gemm(false, false, d.Og, L, K, 1.0, w + g * d.Og * K, K, pw ? xg : col, L, bias ? 1.0 : 0.0, yg, L);
+  const bool pw = is_pointwise(d, p);
+  const Batching bt = batching(d, d.Og, K);
+  const bool direct = bt.B == 1;  // one image: the GEMM reads x (pointwise) and writes y in place
+  const int64_t scratch = (direct && pw ? 0 : K * bt.B * L) + (direct ? 0 : d.Og * bt.B * L);
+  for_items<T>(bt, scratch, [&](int64_t i, T* buf, bool inner) {
+    auto [n0, nb, g] = item_of(i, d, bt);
+    const int64_t ld = nb * L;
+    const T* wg = w + g * d.Og * K;
+    if (direct) {
+      const T* xg = x + (n0 * d.C + g * d.Cg) * d.H * d.W;
+      T* yg = y + (n0 * d.O + g * d.Og) * L;
+      if (!pw) im2col(xg, buf, L, d, p, inner);
+      if (bias)
+        for (int64_t o = 0; o < d.Og; ++o) std::fill(yg + o * L, yg + (o + 1) * L, bias[g * d.Og + o]);
+      cpu::blas_gemm(false, false, d.Og, L, K, 1.0, wg, K, pw ? xg : buf, L, bias ? 1.0 : 0.0, yg, L);
+      return;
+    }
+    T* col = buf;
+    T* out = buf + K * bt.B * L;
+    for (int64_t b = 0; b < nb; ++b)
+      im2col(x + ((n0 + b) * d.C + g * d.Cg) * d.H * d.W, col + b * L, ld, d, p, inner);
+    cpu::blas_gemm(false, false, d.Og, ld, K, 1.0, wg, K, col, ld, 0.0, out, ld);
+    for (int64_t b = 0; b < nb; ++b)
+      for (int64_t o = 0; o < d.Og; ++o) {
+        const T* src = out + o * ld + b * L;
+        T* dst = y + ((n0 + b) * d.O + g * d.Og + o) * L;
+        if (bias) {
+          const T v = bias[g * d.Og + o];
+          for (int64_t l = 0; l < L; ++l) dst[l] = src[l] + v;
+        } else {
+          std::copy(src, src + L, dst);
+        }
+      }
   });
 }
 
-// gy: (N, O, L), w: (O, K) -> dx: (N, C, H, W), zeroed by the caller unless pointwise.
+// gy: (N, O, L), w: (O, K) -> dx: (N, C, H, W), written whole.
 template <class T>
 void grad_input(const T* gy, const T* w, T* dx, const Dims& d, const ConvGeometry& p) {
-  const int64_t K = d.K(), L = d.L();
-  bool pw = is_pointwise(d, p);
-  bool share = cpu::share_gemms(d.N * d.G, K, L, d.Og);
-  for_items<T>(d.N * d.G, pw ? 0 : K * L, share, [&](int64_t i, T* col, bool inner) {
-    int64_t n = i / d.G, g = i % d.G;
-    T* dxg = dx + (n * d.C + g * d.Cg) * d.H * d.W;
-    cpu::blas_gemm(true, false, K, L, d.Og, 1.0, w + g * d.Og * K, K, gy + (n * d.O + g * d.Og) * L, L, 0.0,
-                   pw ? dxg : col, L);
-    if (!pw) col2im(col, dxg, d, p, inner);
+  if (use_winograd(d, p)) return winograd_grad_input(gy, w, dx, d, p);
+  const int64_t K = d.K(), L = d.L(), plane = d.Cg * d.H * d.W;
+  const bool pw = is_pointwise(d, p);
+  const Batching bt = batching(d, K, d.Og);
+  const bool direct = bt.B == 1;
+  const int64_t scratch = (direct && pw ? 0 : K * bt.B * L) + (direct ? 0 : d.Og * bt.B * L);
+  for_items<T>(bt, scratch, [&](int64_t i, T* buf, bool inner) {
+    auto [n0, nb, g] = item_of(i, d, bt);
+    const int64_t ld = nb * L;
+    const T* wg = w + g * d.Og * K;
+    if (direct && pw) {
+      cpu::blas_gemm(true, false, K, L, d.Og, 1.0, wg, K, gy + (n0 * d.O + g * d.Og) * L, L, 0.0,
+                     dx + (n0 * d.C + g * d.Cg) * d.H * d.W, L);
+      return;
+    }
+    T* col = buf;
+    const T* gsrc = gy + (n0 * d.O + g * d.Og) * L;
+    if (!direct) {
+      T* gbuf = buf + K * bt.B * L;
+      gather(gy, gbuf, n0, nb, d.O, g * d.Og, d.Og, L);
+      gsrc = gbuf;
+    }
+    cpu::blas_gemm(true, false, K, ld, d.Og, 1.0, wg, K, gsrc, ld, 0.0, col, ld);
+    for (int64_t b = 0; b < nb; ++b) {
+      T* dxg = dx + ((n0 + b) * d.C + g * d.Cg) * d.H * d.W;
+      std::fill(dxg, dxg + plane, T(0));
+      col2im(col + b * L, ld, dxg, d, p, inner);
+    }
   });
 }
 
 // gy: (N, O, L), x: (N, C, H, W) -> dw: (O, K)
 template <class T>
 void grad_weight(const T* gy, const T* x, T* dw, const Dims& d, const ConvGeometry& p) {
-  const int64_t K = d.K(), L = d.L(), size = d.O * K, items = d.N * d.G;
-  bool pw = is_pointwise(d, p);
-  auto accumulate = [&](int64_t i, T* col, bool inner, T* acc) {
-    int64_t n = i / d.G, g = i % d.G;
-    const T* xg = x + (n * d.C + g * d.Cg) * d.H * d.W;
-    if (!pw) im2col(xg, col, d, p, inner);
-    cpu::blas_gemm(false, true, d.Og, K, L, 1.0, gy + (n * d.O + g * d.Og) * L, L, pw ? xg : col, L, 1.0,
-                   acc + g * d.Og * K, K);
+  if (use_winograd(d, p)) return winograd_grad_weight(gy, x, dw, d, p);
+  const int64_t K = d.K(), L = d.L(), size = d.O * K;
+  const bool pw = is_pointwise(d, p);
+  const Batching bt = batching(d, d.Og, K);
+  const bool direct = bt.B == 1;
+  const int64_t scratch = (direct && pw ? 0 : K * bt.B * L) + (direct ? 0 : d.Og * bt.B * L);
+  auto accumulate = [&](int64_t i, T* buf, bool inner, T* acc, double beta) {
+    auto [n0, nb, g] = item_of(i, d, bt);
+    const int64_t ld = nb * L;
+    const T* gsrc = gy + (n0 * d.O + g * d.Og) * L;
+    const T* xg = x + (n0 * d.C + g * d.Cg) * d.H * d.W;
+    const T* col = xg;
+    if (direct) {
+      if (!pw) {
+        im2col(xg, buf, L, d, p, inner);
+        col = buf;
+      }
+    } else {
+      for (int64_t b = 0; b < nb; ++b)
+        im2col(x + ((n0 + b) * d.C + g * d.Cg) * d.H * d.W, buf + b * L, ld, d, p, inner);
+      col = buf;
+      T* gbuf = buf + K * bt.B * L;
+      gather(gy, gbuf, n0, nb, d.O, g * d.Og, d.Og, L);
+      gsrc = gbuf;
+    }
+    cpu::blas_gemm(false, true, d.Og, K, ld, 1.0, gsrc, ld, col, ld, beta, acc + g * d.Og * K, K);
   };
-  if (!cpu::share_gemms(items, d.Og, K, L)) {
+  if (!bt.share) {
     std::fill(dw, dw + size, T(0));
-    std::vector<T> col(pw ? 0 : K * L);
-    for (int64_t i = 0; i < items; ++i) accumulate(i, col.data(), true, dw);
+    T* buf = thread_scratch<T>(scratch);
+    for (int64_t i = 0; i < bt.items; ++i) accumulate(i, buf, true, dw, 1.0);
     return;
   }
-  // Images of one group all add into the same slice of dw: each thread sums its share apart.
-  int nt = omp_get_max_threads();
-  std::vector<T> partial(size_t(nt) * size, T(0));
+  // Images of one group all add into the same slice of dw.
+  const int nt = omp_get_max_threads();
+  Partials<T> parts(nt, size, d.G);
   cpu::BlasSingleThread one;
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<T> col(pw ? 0 : K * L);
-    T* acc = partial.data() + size_t(omp_get_thread_num()) * size;
+    T* buf = thread_scratch<T>(scratch);
+    const int t = omp_get_thread_num();
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < items; ++i) accumulate(i, col.data(), false, acc);
+    for (int64_t i = 0; i < bt.items; ++i) accumulate(i, buf, false, parts.slice(t), parts.beta(t, i % d.G));
   }
-#pragma omp parallel for schedule(static) if (size * nt > 32768)
-  for (int64_t e = 0; e < size; ++e) {
-    T s = 0;
-    for (int t = 0; t < nt; ++t) s += partial[size_t(t) * size + e];
-    dw[e] = s;
-  }
+  parts.sum(dw);
 }
 
 // gy: (N, O, L) -> db: (O), summed in double.
@@ -204,6 +438,7 @@ Tensor dense(const Tensor& t) {
 }  // namespace
 
 Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const ConvGeometry& p) {
+  SIAM_ON_CUDA(x_in, gpu::conv2d(x_in, w_in, bias_in, p));
   Tensor x = dense(x_in), w = dense(w_in), bias = bias_in.defined() ? dense(bias_in) : Tensor();
   Dims d = dims_of(x.shape(), w.shape(), p);
   Tensor y = empty({d.N, d.O, d.Ho, d.Wo}, {x.dtype(), x.device()});
@@ -215,15 +450,17 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, con
 }
 
 Tensor conv2d_grad_input(const Tensor& gy_in, const Tensor& w_in, const Shape& x_shape, const ConvGeometry& p) {
+  SIAM_ON_CUDA(gy_in, gpu::conv2d_grad_input(gy_in, w_in, x_shape, p));
   Tensor gy = dense(gy_in), w = dense(w_in);
   Dims d = dims_of(x_shape, w.shape(), p);
-  Tensor dx = is_pointwise(d, p) ? empty(x_shape, {gy.dtype(), gy.device()}) : zeros(x_shape, {gy.dtype(), gy.device()});
+  Tensor dx = empty(x_shape, {gy.dtype(), gy.device()});
   SIAM_DISPATCH_FLOAT(gy.dtype(), "conv2d backward",
                       [&] { grad_input(gy.data<scalar_t>(), w.data<scalar_t>(), dx.data<scalar_t>(), d, p); });
   return dx;
 }
 
 Tensor conv2d_grad_weight(const Tensor& gy_in, const Tensor& x_in, const Shape& w_shape, const ConvGeometry& p) {
+  SIAM_ON_CUDA(gy_in, gpu::conv2d_grad_weight(gy_in, x_in, w_shape, p));
   Tensor gy = dense(gy_in), x = dense(x_in);
   Dims d = dims_of(x.shape(), w_shape, p);
   Tensor dw = empty(w_shape, {gy.dtype(), gy.device()});
@@ -233,6 +470,7 @@ Tensor conv2d_grad_weight(const Tensor& gy_in, const Tensor& x_in, const Shape& 
 }
 
 Tensor conv2d_grad_bias(const Tensor& gy_in) {
+  SIAM_ON_CUDA(gy_in, gpu::conv2d_grad_bias(gy_in));
   Tensor gy = dense(gy_in);
   Tensor db = empty({gy.size(1)}, {gy.dtype(), gy.device()});
   SIAM_DISPATCH_FLOAT(gy.dtype(), "conv2d backward", [&] {

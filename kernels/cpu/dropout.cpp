@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "kernels/cpu/iter.h"
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/dropout.h"
 #include "tensor/rng.h"
 
 namespace siam::kernels {
@@ -22,6 +24,7 @@ static bool keeps(uint64_t seed, uint64_t offset, uint64_t i, double p) {
 }
 
 Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
+  SIAM_ON_CUDA(x, gpu::dropout(x, p, seed, offset));
   require_cpu(x, "dropout");
   Tensor y = empty(x.shape(), {x.dtype(), x.device()});
   SIAM_DISPATCH_FLOAT(x.dtype(), "dropout", [&] {
@@ -41,6 +44,7 @@ Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
 }
 
 Tensor drop_path(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
+  SIAM_ON_CUDA(x, gpu::drop_path(x, p, seed, offset));
   require_cpu(x, "drop_path");
   SIAM_CHECK(x.dim() >= 1, "drop_path on a 0-d tensor");
   const int64_t n = x.size(0);

@@ -4,8 +4,11 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "kernels/cpu/iter.h"
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/elementwise.h"
 
 namespace siam::kernels {
 
@@ -44,7 +47,7 @@ static T gelu_tanh(T x) {
 }
 
 template <class T>
-static T apply_unary(Unary op, T x, T a, T b) {
+[[gnu::always_inline]] inline static T apply_unary(Unary op, T x, T a, T b) {
   switch (op) {
     case Unary::neg: return -x;
     case Unary::exp: return std::exp(x);
@@ -67,7 +70,7 @@ static T apply_unary(Unary op, T x, T a, T b) {
 
 // d op(x) / dx, given x and y = op(x).
 template <class T>
-static T derivative(Unary op, T x, T y, T a, T b) {
+[[gnu::always_inline]] inline static T derivative(Unary op, T x, T y, T a, T b) {
   switch (op) {
     case Unary::neg: return T(-1);
     case Unary::exp: return y;
@@ -97,7 +100,32 @@ static T derivative(Unary op, T x, T y, T a, T b) {
   return T(0);
 }
 
+// Calls body(std::integral_constant<Unary, op>{}): the loops in body see the op as a constant,
+// so the switch in apply_unary / derivative folds away and the loop can vectorise.
+template <class Body>
+static void with_unary(Unary op, Body&& body) {
+  using U = Unary;
+  switch (op) {
+    case U::neg: return body(std::integral_constant<U, U::neg>{});
+    case U::exp: return body(std::integral_constant<U, U::exp>{});
+    case U::log: return body(std::integral_constant<U, U::log>{});
+    case U::sqrt: return body(std::integral_constant<U, U::sqrt>{});
+    case U::rsqrt: return body(std::integral_constant<U, U::rsqrt>{});
+    case U::abs: return body(std::integral_constant<U, U::abs>{});
+    case U::relu: return body(std::integral_constant<U, U::relu>{});
+    case U::sigmoid: return body(std::integral_constant<U, U::sigmoid>{});
+    case U::tanh: return body(std::integral_constant<U, U::tanh>{});
+    case U::gelu_erf: return body(std::integral_constant<U, U::gelu_erf>{});
+    case U::gelu_tanh: return body(std::integral_constant<U, U::gelu_tanh>{});
+    case U::pow_scalar: return body(std::integral_constant<U, U::pow_scalar>{});
+    case U::add_scalar: return body(std::integral_constant<U, U::add_scalar>{});
+    case U::mul_scalar: return body(std::integral_constant<U, U::mul_scalar>{});
+    case U::clamp: return body(std::integral_constant<U, U::clamp>{});
+  }
+}
+
 Tensor unary(Unary op, const Tensor& x, double a, double b) {
+  SIAM_ON_CUDA(x, gpu::unary(op, x, a, b));
   require_cpu(x, "unary op");
   Tensor y = empty(x.shape(), {x.dtype(), x.device()});
   SIAM_DISPATCH_FLOAT(x.dtype(), "unary op", [&] {
@@ -105,16 +133,23 @@ Tensor unary(Unary op, const Tensor& x, double a, double b) {
     scalar_t* py = y.data<scalar_t>();
     scalar_t sa = static_cast<scalar_t>(a), sb = static_cast<scalar_t>(b);
     std::array<Shape, 2> st{contiguous_strides(x.shape()), x.strides()};
-    for_each_row<2>(x.shape(), st, [&](auto off, auto inner, int64_t n) {
-      scalar_t* o = py + off[0];
-      const scalar_t* i = px + off[1];
-      for (int64_t k = 0; k < n; ++k) o[k] = apply_unary(op, i[k * inner[1]], sa, sb);
+    with_unary(op, [&](auto c) {
+      constexpr Unary kOp = decltype(c)::value;
+      for_each_row<2>(x.shape(), st, [&](auto off, auto inner, int64_t n) {
+        scalar_t* o = py + off[0];
+        const scalar_t* i = px + off[1];
+        if (inner[1] == 1)
+          for (int64_t k = 0; k < n; ++k) o[k] = apply_unary(kOp, i[k], sa, sb);
+        else
+          for (int64_t k = 0; k < n; ++k) o[k] = apply_unary(kOp, i[k * inner[1]], sa, sb);
+      });
     });
   });
   return y;
 }
 
 Tensor unary_backward(Unary op, const Tensor& g, const Tensor& x, const Tensor& y, double a, double b) {
+  SIAM_ON_CUDA(g, gpu::unary_backward(op, g, x, y, a, b));
   require_cpu(g, "unary backward");
   SIAM_CHECK(g.shape() == x.shape() && y.shape() == x.shape(), "unary_backward shapes ",
              shape_str(g.shape()), " ", shape_str(x.shape()), " ", shape_str(y.shape()));
@@ -126,17 +161,24 @@ Tensor unary_backward(Unary op, const Tensor& g, const Tensor& x, const Tensor& 
     scalar_t* pd = dx.data<scalar_t>();
     scalar_t sa = static_cast<scalar_t>(a), sb = static_cast<scalar_t>(b);
     std::array<Shape, 4> st{contiguous_strides(x.shape()), g.strides(), x.strides(), y.strides()};
-    for_each_row<4>(x.shape(), st, [&](auto off, auto in, int64_t n) {
-      for (int64_t k = 0; k < n; ++k)
-        pd[off[0] + k] = pg[off[1] + k * in[1]] *
-                         derivative(op, px[off[2] + k * in[2]], py[off[3] + k * in[3]], sa, sb);
+    with_unary(op, [&](auto c) {
+      constexpr Unary kOp = decltype(c)::value;
+      for_each_row<4>(x.shape(), st, [&](auto off, auto in, int64_t n) {
+        scalar_t* d = pd + off[0];
+        const scalar_t *gr = pg + off[1], *xr = px + off[2], *yr = py + off[3];
+        if (in[1] == 1 && in[2] == 1 && in[3] == 1)
+          for (int64_t k = 0; k < n; ++k) d[k] = gr[k] * derivative(kOp, xr[k], yr[k], sa, sb);
+        else
+          for (int64_t k = 0; k < n; ++k)
+            d[k] = gr[k * in[1]] * derivative(kOp, xr[k * in[2]], yr[k * in[3]], sa, sb);
+      });
     });
   });
   return dx;
 }
 
 template <class T>
-static T apply_binary(Binary op, T a, T b) {
+[[gnu::always_inline]] inline static T apply_binary(Binary op, T a, T b) {
   switch (op) {
     case Binary::add: return a + b;
     case Binary::sub: return a - b;
@@ -148,7 +190,21 @@ static T apply_binary(Binary op, T a, T b) {
   return a;
 }
 
+template <class Body>
+static void with_binary(Binary op, Body&& body) {
+  using B = Binary;
+  switch (op) {
+    case B::add: return body(std::integral_constant<B, B::add>{});
+    case B::sub: return body(std::integral_constant<B, B::sub>{});
+    case B::mul: return body(std::integral_constant<B, B::mul>{});
+    case B::div: return body(std::integral_constant<B, B::div>{});
+    case B::maximum: return body(std::integral_constant<B, B::maximum>{});
+    case B::minimum: return body(std::integral_constant<B, B::minimum>{});
+  }
+}
+
 Tensor binary(Binary op, const Tensor& a, const Tensor& b) {
+  SIAM_ON_CUDA(a, gpu::binary(op, a, b));
   require_cpu(a, "binary op");
   require_cpu(b, "binary op");
   same_dtype(a, b, "binary op");
@@ -159,23 +215,28 @@ Tensor binary(Binary op, const Tensor& a, const Tensor& b) {
     const scalar_t* pb = b.data<scalar_t>();
     scalar_t* py = y.data<scalar_t>();
     std::array<Shape, 3> st{contiguous_strides(shape), broadcast_strides(a, shape), broadcast_strides(b, shape)};
-    for_each_row<3>(shape, st, [&](auto off, auto in, int64_t n) {
-      scalar_t* o = py + off[0];
-      const scalar_t* x = pa + off[1];
-      const scalar_t* z = pb + off[2];
-      if (in[1] == 1 && in[2] == 1 && op == Binary::add) {
-        for (int64_t k = 0; k < n; ++k) o[k] = x[k] + z[k];
-      } else if (in[1] == 1 && in[2] == 1 && op == Binary::mul) {
-        for (int64_t k = 0; k < n; ++k) o[k] = x[k] * z[k];
-      } else {
-        for (int64_t k = 0; k < n; ++k) o[k] = apply_binary(op, x[k * in[1]], z[k * in[2]]);
-      }
+    with_binary(op, [&](auto c) {
+      constexpr Binary kOp = decltype(c)::value;
+      for_each_row<3>(shape, st, [&](auto off, auto in, int64_t n) {
+        scalar_t* o = py + off[0];
+        const scalar_t* x = pa + off[1];
+        const scalar_t* z = pb + off[2];
+        if (in[1] == 1 && in[2] == 1)
+          for (int64_t k = 0; k < n; ++k) o[k] = apply_binary(kOp, x[k], z[k]);
+        else if (in[1] == 1 && in[2] == 0)
+          for (int64_t k = 0; k < n; ++k) o[k] = apply_binary(kOp, x[k], z[0]);
+        else if (in[1] == 0 && in[2] == 1)
+          for (int64_t k = 0; k < n; ++k) o[k] = apply_binary(kOp, x[0], z[k]);
+        else
+          for (int64_t k = 0; k < n; ++k) o[k] = apply_binary(kOp, x[k * in[1]], z[k * in[2]]);
+      });
     });
   });
   return y;
 }
 
 Tensor compare(Compare op, const Tensor& a, const Tensor& b) {
+  SIAM_ON_CUDA(a, gpu::compare(op, a, b));
   require_cpu(a, "compare");
   require_cpu(b, "compare");
   same_dtype(a, b, "compare");
@@ -198,6 +259,7 @@ Tensor compare(Compare op, const Tensor& a, const Tensor& b) {
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  SIAM_ON_CUDA(a, gpu::where(cond, a, b));
   require_cpu(a, "where");
   same_dtype(a, b, "where");
   if (cond.dtype() != DType::b8) fail("where: condition must be bool, got ", dtype_name(cond.dtype()));
@@ -219,6 +281,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 }
 
 void add_inplace(const Tensor& a, const Tensor& b, double alpha) {
+  SIAM_ON_CUDA(a, gpu::add_inplace(a, b, alpha));
   require_cpu(a, "add_");
   same_dtype(a, b, "add_");
   if (broadcast_pair(a.shape(), b.shape(), "add_") != a.shape())
@@ -229,19 +292,29 @@ void add_inplace(const Tensor& a, const Tensor& b, double alpha) {
     scalar_t s = static_cast<scalar_t>(alpha);
     std::array<Shape, 2> st{a.strides(), broadcast_strides(b, a.shape())};
     for_each_row<2>(a.shape(), st, [&](auto off, auto in, int64_t n) {
-      for (int64_t k = 0; k < n; ++k) pa[off[0] + k * in[0]] += s * pb[off[1] + k * in[1]];
+      scalar_t* x = pa + off[0];
+      const scalar_t* z = pb + off[1];
+      if (in[0] == 1 && in[1] == 1)
+        for (int64_t k = 0; k < n; ++k) x[k] += s * z[k];
+      else
+        for (int64_t k = 0; k < n; ++k) x[k * in[0]] += s * z[k * in[1]];
     });
   });
 }
 
 void scale_inplace(const Tensor& a, double s) {
+  SIAM_ON_CUDA(a, gpu::scale_inplace(a, s));
   require_cpu(a, "mul_");
   SIAM_DISPATCH_FLOAT(a.dtype(), "mul_", [&] {
     scalar_t* pa = a.data<scalar_t>();
     scalar_t f = static_cast<scalar_t>(s);
     std::array<Shape, 1> st{a.strides()};
     for_each_row<1>(a.shape(), st, [&](auto off, auto in, int64_t n) {
-      for (int64_t k = 0; k < n; ++k) pa[off[0] + k * in[0]] *= f;
+      scalar_t* x = pa + off[0];
+      if (in[0] == 1)
+        for (int64_t k = 0; k < n; ++k) x[k] *= f;
+      else
+        for (int64_t k = 0; k < n; ++k) x[k * in[0]] *= f;
     });
   });
 }

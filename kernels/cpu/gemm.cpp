@@ -7,6 +7,8 @@
 #include <optional>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/gemm.h"
 #include "kernels/elementwise.h"
 
 namespace siam::kernels {
@@ -102,6 +104,7 @@ void gemm_rowmajor_c(double alpha, Tensor a, Tensor b, double beta, const Tensor
 
 void gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a_in, const Tensor& b_in, double beta,
           const Tensor& c) {
+  SIAM_ON_CUDA(c, gpu::gemm(trans_a, trans_b, alpha, a_in, b_in, beta, c));
   for (const Tensor* t : {&a_in, &b_in, &c}) {
     if (!t->device().is_cpu()) fail("gemm: no ", t->device().str(), " kernel yet");
     if (t->dtype() != c.dtype())
@@ -126,6 +129,22 @@ void gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a_in, const Te
   // A column-major c is the row-major c^T = op(b)^T op(a)^T.
   if (lc->trans) gemm_rowmajor_c(alpha, swap_last2(b), swap_last2(a), beta, swap_last2(c));
   else gemm_rowmajor_c(alpha, a, b, beta, c);
+}
+
+// The CPU twin of the fused linear layer: the GEMM, the bias, the activation, one after another.
+Tensor linear_epilogue(const Tensor& x, const Tensor& w, const Tensor& bias, Epilogue act) {
+  if (x.dim() != 2 || w.dim() != 2 || x.size(1) != w.size(1))
+    fail("linear_epilogue: expected x (rows, k) and w (n, k), got ", shape_str(x.shape()), " and ",
+         shape_str(w.shape()));
+  if (bias.defined() && bias.shape() != Shape{w.size(0)})
+    fail("linear_epilogue: bias ", shape_str(bias.shape()), " does not match the ", w.size(0), " outputs of w");
+  SIAM_ON_CUDA(x, gpu::linear_epilogue(x, w, bias, act));
+  Tensor y = empty({x.size(0), w.size(0)}, {x.dtype(), x.device()});
+  gemm(false, true, 1.0, x, w, 0.0, y);
+  if (bias.defined()) add_inplace(y, bias, 1.0);
+  if (act == Epilogue::relu) return unary(Unary::relu, y);
+  if (act == Epilogue::gelu_tanh) return unary(Unary::gelu_tanh, y);
+  return y;
 }
 
 }  // namespace siam::kernels

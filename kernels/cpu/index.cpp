@@ -6,6 +6,8 @@
 #include <cstring>
 
 #include "kernels/cpu/iter.h"
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/index.h"
 
 namespace siam::kernels {
 
@@ -63,6 +65,7 @@ static void check_gather_shape(const Shape& target, const Shape& index, int64_t 
 }
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  SIAM_ON_CUDA(x, gpu::index_select(x, dim, index));
   require_cpu(x, "index_select");
   Tensor ic = checked_index(index, x.shape()[dim], dim, "index_select");
   Tensor xc = dense(x);
@@ -84,6 +87,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 void index_add_(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor& src) {
+  SIAM_ON_CUDA(dst, gpu::index_add_(dst, dim, index, src));
   require_cpu(dst, "index_add_");
   same_dtype(dst, src, "index_add_");
   SIAM_CHECK(dst.is_contiguous(), "index_add_ into a non-contiguous tensor");
@@ -113,6 +117,7 @@ void index_add_(const Tensor& dst, int64_t dim, const Tensor& index, const Tenso
 }
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
+  SIAM_ON_CUDA(x, gpu::gather(x, dim, index));
   require_cpu(x, "gather");
   check_gather_shape(x.shape(), index.shape(), dim, "gather");
   Tensor ic = checked_index(index, x.shape()[dim], dim, "gather");
@@ -132,6 +137,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 void scatter_add_(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor& src) {
+  SIAM_ON_CUDA(dst, gpu::scatter_add_(dst, dim, index, src));
   require_cpu(dst, "scatter_add_");
   same_dtype(dst, src, "scatter_add_");
   SIAM_CHECK(dst.is_contiguous(), "scatter_add_ into a non-contiguous tensor");

@@ -8,6 +8,9 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/norm.h"
+
 namespace siam::kernels {
 
 static Tensor dense(const Tensor& t) {
@@ -30,6 +33,7 @@ constexpr int64_t kParallelMin = 32768;
 NormForward batch_norm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                const Tensor& running_mean, const Tensor& running_var,
                                bool training, double momentum, double eps) {
+  SIAM_ON_CUDA(x, gpu::batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps));
   require_cpu(x, "batch_norm");
   const int64_t n = x.size(0), c = x.size(1);
   const int64_t s = n * c == 0 ? 0 : x.numel() / (n * c);  // spatial positions per (sample, channel)
@@ -57,12 +61,14 @@ NormForward batch_norm_forward(const Tensor& x, const Tensor& weight, const Tens
         double sum = 0;
         for (int64_t i = 0; i < n; ++i) {
           const scalar_t* row = px + (i * c + ch) * s;
+          _Pragma("omp simd reduction(+ : sum)")
           for (int64_t k = 0; k < s; ++k) sum += row[k];
         }
         mu = sum / static_cast<double>(m);
         double sq = 0;
         for (int64_t i = 0; i < n; ++i) {
           const scalar_t* row = px + (i * c + ch) * s;
+          _Pragma("omp simd reduction(+ : sq)")
           for (int64_t k = 0; k < s; ++k) {
             double d = row[k] - mu;
             sq += d * d;
@@ -85,6 +91,7 @@ NormForward batch_norm_forward(const Tensor& x, const Tensor& weight, const Tens
       for (int64_t i = 0; i < n; ++i) {
         const scalar_t* xr = px + (i * c + ch) * s;
         scalar_t* yr = py + (i * c + ch) * s;
+        _Pragma("omp simd")
         for (int64_t k = 0; k < s; ++k) yr[k] = static_cast<scalar_t>((xr[k] - mu) * inv * w + b);
       }
     }
@@ -95,6 +102,7 @@ NormForward batch_norm_forward(const Tensor& x, const Tensor& weight, const Tens
 NormBackward batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor& weight,
                                  const Tensor& mean, const Tensor& invstd, bool training,
                                  std::array<bool, 3> need) {
+  SIAM_ON_CUDA(g, gpu::batch_norm_backward(g, x, weight, mean, invstd, training, need));
   require_cpu(g, "batch_norm backward");
   const int64_t n = x.size(0), c = x.size(1);
   const int64_t s = n * c == 0 ? 0 : x.numel() / (n * c);
@@ -119,6 +127,7 @@ NormBackward batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor&
       for (int64_t i = 0; i < n; ++i) {
         const scalar_t* gr = pg + (i * c + ch) * s;
         const scalar_t* xr = px + (i * c + ch) * s;
+        _Pragma("omp simd reduction(+ : sum_g, sum_gxhat)")
         for (int64_t k = 0; k < s; ++k) {
           sum_g += gr[k];
           sum_gxhat += gr[k] * ((xr[k] - mu) * inv);
@@ -134,6 +143,7 @@ NormBackward batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor&
         const scalar_t* gr = pg + (i * c + ch) * s;
         const scalar_t* xr = px + (i * c + ch) * s;
         scalar_t* dr = pdx + (i * c + ch) * s;
+        _Pragma("omp simd")
         for (int64_t k = 0; k < s; ++k) {
           double xhat = (xr[k] - mu) * inv;
           dr[k] = static_cast<scalar_t>(w * inv * (gr[k] - mean_g - xhat * mean_gxhat));
@@ -144,8 +154,57 @@ NormBackward batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor&
   return r;
 }
 
+// The fused twin, written as its definition: batch norm, then the residual add and the ReLU
+// applied in place to the fresh output.
+NormForward batch_norm_act_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                   const Tensor& running_mean, const Tensor& running_var,
+                                   const Tensor& residual, bool relu, bool training, double momentum,
+                                   double eps) {
+  SIAM_ON_CUDA(x, gpu::batch_norm_act_forward(x, weight, bias, running_mean, running_var, residual, relu,
+                                              training, momentum, eps));
+  require_cpu(x, "batch_norm_act");
+  if (residual.defined() && residual.shape() != x.shape())
+    fail("batch_norm_act: residual has shape ", shape_str(residual.shape()), ", expected x's ", shape_str(x.shape()));
+  NormForward out = batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps);
+  Tensor rc = residual.defined() ? dense(residual) : Tensor();
+  SIAM_DISPATCH_FLOAT(x.dtype(), "batch_norm_act", [&] {
+    scalar_t* py = out.y.data<scalar_t>();
+    const scalar_t* pr = ptr_or_null<scalar_t>(rc);
+    const int64_t n = out.y.numel();
+    for (int64_t i = 0; i < n; ++i) {
+      scalar_t v = pr ? static_cast<scalar_t>(py[i] + pr[i]) : py[i];
+      py[i] = relu && !(v > scalar_t(0)) ? scalar_t(0) : v;
+    }
+  });
+  return out;
+}
+
+// The ReLU's backward (g where y > 0), which is also the residual's gradient, then batch norm's.
+NormActBackward batch_norm_act_backward(const Tensor& g, const Tensor& y, const Tensor& x,
+                                        const Tensor& weight, const Tensor& mean, const Tensor& invstd,
+                                        bool relu, bool training, std::array<bool, 4> need) {
+  SIAM_ON_CUDA(g, gpu::batch_norm_act_backward(g, y, x, weight, mean, invstd, relu, training, need));
+  require_cpu(g, "batch_norm_act backward");
+  Tensor gz = dense(g);
+  if (relu) {
+    Tensor masked = empty(g.shape(), {g.dtype(), g.device()}), yc = dense(y);
+    SIAM_DISPATCH_FLOAT(g.dtype(), "batch_norm_act backward", [&] {
+      const scalar_t* pg = gz.data<scalar_t>();
+      const scalar_t* py = yc.data<scalar_t>();
+      scalar_t* pm = masked.data<scalar_t>();
+      for (int64_t i = 0; i < masked.numel(); ++i) pm[i] = py[i] > scalar_t(0) ? pg[i] : scalar_t(0);
+    });
+    gz = masked;
+  }
+  NormBackward b = batch_norm_backward(gz, x, weight, mean, invstd, training, {need[0], need[1], need[2]});
+  Tensor dres;
+  if (need[3]) dres = gz.same(g) ? copy_to(g, g.device(), g.dtype()) : gz;
+  return {b.dx, b.dweight, b.dbias, dres};
+}
+
 NormForward layer_norm_forward(const Tensor& x, int64_t d, const Tensor& weight,
                                const Tensor& bias, double eps) {
+  SIAM_ON_CUDA(x, gpu::layer_norm_forward(x, d, weight, bias, eps));
   require_cpu(x, "layer_norm");
   const int64_t rows = d == 0 ? 0 : x.numel() / d;
   Tensor xc = dense(x), wc = weight.defined() ? dense(weight) : Tensor(),
@@ -184,6 +243,7 @@ NormForward layer_norm_forward(const Tensor& x, int64_t d, const Tensor& weight,
 
 NormBackward layer_norm_backward(const Tensor& g, const Tensor& x, int64_t d, const Tensor& weight,
                                  const Tensor& mean, const Tensor& invstd, std::array<bool, 3> need) {
+  SIAM_ON_CUDA(g, gpu::layer_norm_backward(g, x, d, weight, mean, invstd, need));
   require_cpu(g, "layer_norm backward");
   const int64_t rows = d == 0 ? 0 : x.numel() / d;
   Tensor gc = dense(g), xc = dense(x), wc = weight.defined() ? dense(weight) : Tensor();

@@ -8,6 +8,9 @@
 
 #include <cmath>
 
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/optim.h"
+
 namespace siam::kernels {
 
 // Below this many elements one thread is faster than waking the team.
@@ -32,8 +35,8 @@ static void check_params(const char* name, const std::vector<Tensor>& params) {
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor& p = params[i];
     if (!p.device().is_cpu())
-      fail(name, ": parameter ", i, " is on ", p.device().str(),
-           "; no CUDA optimizer kernel yet (it arrives with the CUDA backend)");
+      fail(name, ": parameter ", i, " is on ", p.device().str(), ", parameter 0 on cpu",
+           "; one update takes the parameters of one device");
     if (!p.is_contiguous()) fail(name, ": parameter ", i, " ", shape_str(p.shape()), " is not contiguous");
     if (p.dtype() != DType::f32 && p.dtype() != DType::f64)
       fail(name, ": parameter ", i, " is ", dtype_name(p.dtype()), ", expected f32 or f64 (bf16 training keeps f32 master weights)");
@@ -126,6 +129,7 @@ static void ema_one(const Tensor& target, const Tensor& source, double m) {
 
 void sgd_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                 const std::vector<Tensor>& bufs, const SgdHyper& h) {
+  if (!params.empty()) SIAM_ON_CUDA(params[0], gpu::sgd_update(params, grads, bufs, h));
   check_params("sgd", params);
   check_list("sgd", params, grads, "gradients");
   const bool momentum = h.momentum != 0;
@@ -137,6 +141,7 @@ void sgd_update(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
 
 void lars_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                  const std::vector<Tensor>& bufs, const LarsHyper& h) {
+  if (!params.empty()) SIAM_ON_CUDA(params[0], gpu::lars_update(params, grads, bufs, h));
   check_params("lars", params);
   check_list("lars", params, grads, "gradients");
   check_list("lars", params, bufs, "momentum buffers");
@@ -147,6 +152,7 @@ void lars_update(const std::vector<Tensor>& params, const std::vector<Tensor>& g
 void adamw_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                   const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
                   const std::vector<int64_t>& steps, const AdamWHyper& h) {
+  if (!params.empty()) SIAM_ON_CUDA(params[0], gpu::adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, h));
   check_params("adamw", params);
   check_list("adamw", params, grads, "gradients");
   check_list("adamw", params, exp_avgs, "first moments");
@@ -160,6 +166,7 @@ void adamw_update(const std::vector<Tensor>& params, const std::vector<Tensor>& 
 }
 
 void ema_update(const std::vector<Tensor>& targets, const std::vector<Tensor>& sources, double m) {
+  if (!targets.empty()) SIAM_ON_CUDA(targets[0], gpu::ema_update(targets, sources, m));
   check_params("ema", targets);
   check_list("ema", targets, sources, "sources");
   for (size_t i = 0; i < targets.size(); ++i)

@@ -7,6 +7,9 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/pool.h"
+
 namespace siam::kernels {
 namespace {
 
@@ -98,6 +101,7 @@ Tensor mean_backward(const char* op, const Tensor& gy_in, const Shape& x_shape, 
 }  // namespace
 
 std::pair<Tensor, Tensor> max_pool2d(const Tensor& x_in, int64_t kernel, int64_t stride, int64_t pad) {
+  SIAM_ON_CUDA(x_in, gpu::max_pool2d(x_in, kernel, stride, pad));
   Tensor x = dense(x_in, "max_pool2d");
   int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   int64_t Ho = pool_out_size(H, kernel, stride, pad), Wo = pool_out_size(W, kernel, stride, pad);
@@ -132,6 +136,7 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x_in, int64_t kernel, int64_t
 }
 
 Tensor max_pool2d_backward(const Tensor& gy_in, const Tensor& argmax, const Shape& x_shape) {
+  SIAM_ON_CUDA(gy_in, gpu::max_pool2d_backward(gy_in, argmax, x_shape));
   Tensor gy = dense(gy_in, "max_pool2d backward"), idx = dense(argmax, "max_pool2d backward");
   Tensor dx = zeros(x_shape, {gy.dtype(), gy.device()});
   int64_t P = x_shape[0] * x_shape[1], HW = x_shape[2] * x_shape[3], L = gy.size(2) * gy.size(3);
@@ -147,21 +152,25 @@ Tensor max_pool2d_backward(const Tensor& gy_in, const Tensor& argmax, const Shap
 }
 
 Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad) {
+  SIAM_ON_CUDA(x, gpu::avg_pool2d(x, kernel, stride, pad));
   int64_t H = x.size(2), W = x.size(3);
   return mean_forward("avg_pool2d", x, pool_spans(H, pool_out_size(H, kernel, stride, pad), kernel, stride, pad),
                       pool_spans(W, pool_out_size(W, kernel, stride, pad), kernel, stride, pad));
 }
 
 Tensor avg_pool2d_backward(const Tensor& gy, const Shape& x_shape, int64_t kernel, int64_t stride, int64_t pad) {
+  SIAM_ON_CUDA(gy, gpu::avg_pool2d_backward(gy, x_shape, kernel, stride, pad));
   return mean_backward("avg_pool2d backward", gy, x_shape, pool_spans(x_shape[2], gy.size(2), kernel, stride, pad),
                        pool_spans(x_shape[3], gy.size(3), kernel, stride, pad));
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w) {
+  SIAM_ON_CUDA(x, gpu::adaptive_avg_pool2d(x, out_h, out_w));
   return mean_forward("adaptive_avg_pool2d", x, adaptive_spans(x.size(2), out_h), adaptive_spans(x.size(3), out_w));
 }
 
 Tensor adaptive_avg_pool2d_backward(const Tensor& gy, const Shape& x_shape) {
+  SIAM_ON_CUDA(gy, gpu::adaptive_avg_pool2d_backward(gy, x_shape));
   return mean_backward("adaptive_avg_pool2d backward", gy, x_shape, adaptive_spans(x_shape[2], gy.size(2)),
                        adaptive_spans(x_shape[3], gy.size(3)));
 }

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <numeric>
 
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/reduce.h"
+
 namespace siam::kernels {
 
 // Moves reduced dims to the end and makes the result contiguous: (outer, inner) blocks.
@@ -38,6 +41,7 @@ static Tensor reduced_last(const Tensor& x, const std::vector<int64_t>& dims, in
 }
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  SIAM_ON_CUDA(x, gpu::sum(x, dims, keepdim));
   SIAM_CHECK(x.device().is_cpu(), "sum on ", x.device().str());
   int64_t outer, inner;
   Shape out_shape;
@@ -58,6 +62,7 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 }
 
 std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
+  SIAM_ON_CUDA(x, gpu::max(x, dim, keepdim));
   SIAM_CHECK(x.device().is_cpu(), "max on ", x.device().str());
   if (x.shape()[dim] == 0) fail("max: dimension ", dim, " has size 0");
   int64_t outer, inner;

@@ -8,6 +8,9 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/resize.h"
+
 namespace siam::kernels {
 namespace {
 
@@ -103,6 +106,7 @@ void interpolate_backward(const T* gy, T* dx, int64_t P, int64_t H, int64_t W, c
 }  // namespace
 
 Tensor resize(Resize mode, const Tensor& x_in, int64_t out_h, int64_t out_w, bool align_corners) {
+  SIAM_ON_CUDA(x_in, gpu::resize(mode, x_in, out_h, out_w, align_corners));
   Tensor x = dense(x_in, "interpolate");
   int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   Taps th = axis_taps(mode, H, out_h, align_corners), tw = axis_taps(mode, W, out_w, align_corners);
@@ -113,6 +117,7 @@ Tensor resize(Resize mode, const Tensor& x_in, int64_t out_h, int64_t out_w, boo
 }
 
 Tensor resize_backward(Resize mode, const Tensor& gy_in, const Shape& x_shape, bool align_corners) {
+  SIAM_ON_CUDA(gy_in, gpu::resize_backward(mode, gy_in, x_shape, align_corners));
   Tensor gy = dense(gy_in, "interpolate backward");
   Taps th = axis_taps(mode, x_shape[2], gy.size(2), align_corners);
   Taps tw = axis_taps(mode, x_shape[3], gy.size(3), align_corners);

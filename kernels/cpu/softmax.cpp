@@ -9,6 +9,9 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/softmax.h"
+
 namespace siam::kernels {
 
 static Tensor dense(const Tensor& t) {
@@ -35,6 +38,7 @@ static Blocks blocks_of(const Shape& shape, int64_t dim) {
 }
 
 Tensor softmax(const Tensor& x, int64_t dim, bool log) {
+  SIAM_ON_CUDA(x, gpu::softmax(x, dim, log));
   require_cpu(x, log ? "log_softmax" : "softmax");
   Tensor xc = dense(x);
   Tensor y = empty(x.shape(), {x.dtype(), x.device()});
@@ -71,6 +75,7 @@ Tensor softmax(const Tensor& x, int64_t dim, bool log) {
 }
 
 Tensor softmax_backward(const Tensor& g, const Tensor& y, int64_t dim, bool log) {
+  SIAM_ON_CUDA(g, gpu::softmax_backward(g, y, dim, log));
   require_cpu(g, log ? "log_softmax backward" : "softmax backward");
   Tensor gc = dense(g), yc = dense(y);
   Tensor dx = empty(y.shape(), {y.dtype(), y.device()});

@@ -10,6 +10,9 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/ssl_loss.h"
+
 namespace siam::kernels {
 
 namespace {
@@ -72,6 +75,7 @@ void similarity_row(const std::vector<double>& zn, int64_t i, int64_t m, int64_t
 // ---------------------------------------------------------------- NT-Xent
 
 NtXentSaved nt_xent_forward(const Tensor& z, const Tensor& positives, double temperature) {
+  SIAM_ON_CUDA(z, gpu::nt_xent_forward(z, positives, temperature));
   require_cpu(z, "nt_xent");
   SIAM_CHECK(z.dim() == 2 && z.size(0) >= 2, "nt_xent kernel: z ", shape_str(z.shape()));
   const int64_t m = z.size(0), d = z.size(1);
@@ -111,6 +115,7 @@ NtXentSaved nt_xent_forward(const Tensor& z, const Tensor& positives, double tem
 
 Tensor nt_xent_backward(const Tensor& grad, const Tensor& z, const Tensor& positives, const NtXentSaved& saved,
                         double temperature) {
+  SIAM_ON_CUDA(z, gpu::nt_xent_backward(grad, z, positives, saved, temperature));
   require_cpu(z, "nt_xent backward");
   const int64_t m = z.size(0), d = z.size(1);
   Tensor zc = dense(z), pc = positives.defined() ? dense(positives) : Tensor();
@@ -211,6 +216,7 @@ void teacher_probs(const T* y, const T* c, const DinoShape& sh, int64_t b, doubl
 
 DinoSaved dino_loss_forward(const Tensor& student, const Tensor& teacher, const Tensor& center,
                             int64_t student_crops, double student_temp, double teacher_temp) {
+  SIAM_ON_CUDA(student, gpu::dino_loss_forward(student, teacher, center, student_crops, student_temp, teacher_temp));
   require_cpu(student, "dino_loss");
   const DinoShape sh = dino_shape(student, teacher, center, student_crops);
   Tensor xs = dense(student), yt = dense(teacher), cc = dense(center);
@@ -251,6 +257,8 @@ DinoSaved dino_loss_forward(const Tensor& student, const Tensor& teacher, const 
 Tensor dino_loss_backward(const Tensor& grad, const Tensor& student, const Tensor& teacher, const Tensor& center,
                           const DinoSaved& saved, int64_t student_crops, double student_temp,
                           double teacher_temp) {
+  SIAM_ON_CUDA(student, gpu::dino_loss_backward(grad, student, teacher, center, saved, student_crops, student_temp,
+                                                teacher_temp));
   require_cpu(student, "dino_loss backward");
   const DinoShape sh = dino_shape(student, teacher, center, student_crops);
   Tensor xs = dense(student), yt = dense(teacher), cc = dense(center);
