@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "apps/pretrain.h"
+#include "tensor/cuda_runtime.h"
 
 namespace siam::apps {
 
@@ -47,10 +48,17 @@ nlohmann::ordered_json bench(const BenchOptions& o) {
     batches.push_back(t.loader().batch(0, i));
     data_ms.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
   }
+  const Device dev = t.device();
+  auto sync = [&] {
+    if (dev.is_cuda()) cuda::synchronize(dev.index);
+  };
   std::vector<double> ms;
   for (int64_t s = 0; s < o.warmup + o.steps; ++s) {
+    if (s == o.warmup && dev.is_cuda()) cuda::reset_pool_peak(dev.index);
+    sync();
     const auto t0 = clock::now();
     t.step(batches[s % batches.size()], s % t.total_steps());
+    sync();
     const double dt = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
     if (s >= o.warmup) ms.push_back(dt);
   }
@@ -62,7 +70,7 @@ nlohmann::ordered_json bench(const BenchOptions& o) {
   j["impl"] = "siam";
   j["method"] = cfg.get_string("method.name");
   j["arch"] = cfg.get_string("backbone.arch");
-  j["device"] = "cpu";
+  j["device"] = dev.str();
   j["threads"] = omp_get_max_threads();
   j["batch"] = batch;
   j["views"] = views;
@@ -76,6 +84,10 @@ nlohmann::ordered_json bench(const BenchOptions& o) {
   j["views_per_s"] = static_cast<double>(batch * views) * 1000.0 / med;
   j["data_ms_per_batch"] = median(data_ms);
   j["peak_rss_mb"] = peak_rss_mb();
+  if (dev.is_cuda()) {
+    j["gpu"] = cuda::devices().at(dev.index).name;
+    j["peak_gpu_mib"] = static_cast<double>(cuda::pool_peak_bytes(dev.index)) / (1024.0 * 1024.0);
+  }
   return j;
 }
 

@@ -17,7 +17,9 @@
 
 #include "apps/eval.h"
 #include "apps/metrics_log.h"
+#include "apps/mine.h"
 #include "nn/checkpoint.h"
+#include "tensor/cuda_runtime.h"
 #include "tensor/rng.h"
 
 namespace siam::apps {
@@ -187,7 +189,11 @@ Config load_run_config(const std::string& path, const std::vector<std::string>& 
 
 Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
   resolve_defaults(cfg_);
-  resolve_device(cfg_);
+  device_ = resolve_device(cfg_);
+  precision_ = nn::parse_precision(cfg_.get_string("run.precision"));
+  if (precision_.compute == DType::bf16 && device_.is_cpu())
+    fail("config: run.precision = \"bf16\" needs a GPU (the CPU kernels compute in f32); the run is on the CPU: ",
+         cuda::available() ? std::string("run.device = \"cpu\"") : cuda::unavailable_reason());
   const std::string gen = cfg_.get_string("pairs.generator");
   const int64_t batch = cfg_.get_int("run.batch_size");
   const bool monitor = cfg_.get_int("run.knn_every") > 0;
@@ -242,16 +248,23 @@ Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
     }
   }
   train_images_ = images.size();
+  const Device view_device = cfg_.get_string("data.device") == "cuda" ? device_ : Device::cpu();
+  if (cfg_.get_string("data.device") == "cuda" && device_.is_cpu())
+    fail("config: data.device = \"cuda\" makes the views on the run's GPU, but the run is on the CPU (run.device)");
   if (generator->rows_per_epoch() < batch)
     fail("config: run.batch_size is ", batch, " but an epoch has only ", generator->rows_per_epoch(),
          " training rows (", images.size(), " images", monitor ? " after the held-out split" : "",
          "); lower run.batch_size");
   loader_ = std::make_unique<data::Loader>(images, std::move(*generator),
-                                           data::LoaderConfig{.batch_size = batch, .drop_last = true, .prefetch = true, .threads = 1});
+                                           data::LoaderConfig{.batch_size = batch, .drop_last = true, .prefetch = true, .threads = 1,
+                                                              .device = view_device});
   steps_per_epoch_ = loader_->batches_per_epoch();
   total_steps_ = cfg_.get_int("run.epochs") * steps_per_epoch_;
 
   method_ = make_method(cfg_);
+  // Parameters, buffers, targets and queues move before the optimizer makes its state
+  // beside them.
+  if (!device_.is_cpu()) method_->to(device_);
   const ssl::OptimRecipe recipe = optim_recipe(cfg_);
   optimizer_ = ssl::make_optimizer(*method_, recipe, batch);
   if (recipe.warmup_epochs >= cfg_.get_int("run.epochs"))
@@ -271,7 +284,12 @@ std::map<std::string, double> Trainer::step(const data::Batch& batch, int64_t st
   optimizer_->set_lr(lr);
   optimizer_->set_weight_decay(wd);
   optimizer_->zero_grad();
-  ssl::StepOutput out = method_->training_step(batch.views, progress);
+  nn::PrecisionScope precision(precision_);
+  std::vector<Tensor> views = batch.views;
+  if (!device_.is_cpu())
+    for (Tensor& v : views)
+      if (v.device() != device_) v = copy_to(v, device_, v.dtype());  // the GPU loader's views are already there
+  ssl::StepOutput out = method_->training_step(views, progress);
   std::map<std::string, double> m;
   for (const auto& [name, t] : out.metrics) m[name] = t.item();
   if (!std::isfinite(m.at("loss")))
@@ -339,6 +357,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   // see the very same numbers.
   cfg = checkpoint_config(cfg.to_toml(), "the resolved config");
   apply_threads(cfg);
+  const std::string mined = prepare_mined_neighbours(cfg);  // mines pairs.neighbours once, when asked
   Trainer t(cfg);  // before the folder exists, so a config or data error leaves nothing behind
 
   std::error_code ec;
@@ -381,6 +400,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
         << epochs << " epochs; run folder " << r.folder;
   if (ck) intro << "; from epoch " << ck->epoch << ", step " << ck->step;
   console.line(intro.str());
+  if (!mined.empty()) console.line(mined);
 
   r.step = step;
   r.epoch = step / spe;

@@ -20,6 +20,7 @@
 #include "apps/config.h"
 #include "apps/run_config.h"
 #include "data/loader.h"
+#include "nn/precision.h"
 #include "nn/schedule.h"
 
 namespace CLI {
@@ -52,12 +53,15 @@ class Trainer {
   nn::Optimizer& optimizer() { return *optimizer_; }
   data::Loader& loader() { return *loader_; }
   const Config& config() const { return cfg_; }
+  Device device() const { return device_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   int64_t total_steps() const { return total_steps_; }
   int64_t train_images() const { return train_images_; }
 
  private:
   Config cfg_;
+  Device device_;           // where the method lives and the step runs (run.device)
+  nn::Precision precision_;  // run.precision
   std::unique_ptr<data::Loader> loader_;
   data::ImageSet heldout_, bank_;
   std::unique_ptr<ssl::Method> method_;

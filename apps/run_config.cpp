@@ -177,13 +177,14 @@ std::vector<ConfigKey> pretrain_schema() {
       {"run.name", S("siam"), "names the run; its folder is runs/<name> unless run.output is set"},
       {"run.output", S(""), "run folder (metrics, TensorBoard events, checkpoints); empty: runs/<name>"},
       {"run.seed", int64_t{0}, "seed of the initial weights, the augmentations and the data order"},
-      {"run.device", S("auto"), "auto, cpu or cuda (auto: the CPU until the CUDA kernels exist)"},
+      {"run.device", S("auto"), "auto, cpu or cuda (auto: the first GPU when one can be used, else the CPU)"},
       {"run.epochs", int64_t{100}, "training epochs"},
       {"run.batch_size", int64_t{256}, "images per step (each seen in every view); the last short batch is dropped"},
       {"run.checkpoint_every", int64_t{10}, "epochs between checkpoints (one is always written at the end)"},
       {"run.log_every", int64_t{50}, "steps between metric lines (metrics.jsonl, TensorBoard, console)"},
       {"run.knn_every", int64_t{10}, "epochs between online kNN checks on the held-out images; 0: off"},
       {"run.threads", int64_t{0}, "CPU threads (OpenMP and OpenBLAS); 0: the library defaults"},
+      {"run.precision", S("f32"), "f32, or bf16 (CUDA only): products in bf16 with f32 master weights"},
       // [backbone]
       {"backbone.arch", S("resnet18"), "resnet18, resnet34, resnet50, vit_tiny, vit_small or vit_base"},
       {"backbone.in_channels", int64_t{0}, "input channels; 0: the data set's"},
@@ -205,6 +206,9 @@ std::vector<ConfigKey> pretrain_schema() {
       {"data.image_size", int64_t{0}, "folder: resize every image to this side on load; 0: keep the size"},
       {"data.mean", List{}, "per-channel mean of [0, 1] pixels; empty: the data set's"},
       {"data.std", List{}, "per-channel standard deviation; empty: the data set's"},
+      {"data.device", S("cpu"),
+       "where the views are made: cpu (the executor on a worker thread), or cuda (the u8 cache on the run's GPU, the "
+       "fused augmentation kernel; needs run.device on a GPU)"},
       // [method]
       {"method.name", S("simclr"), "simclr, moco, byol, simsiam, dino, vicreg or barlow"},
       {"method.simclr.projector", List{2048, 2048, 128}, "output sizes of the projector's Linear layers"},
@@ -260,7 +264,10 @@ std::vector<ConfigKey> pretrain_schema() {
       {"pairs.max_tries", int64_t{1000}, "overlap: redraws before giving up"},
       {"pairs.semantic_mode", S("matched"), "semantic: matched (one pair per image) or all_pairs"},
       {"pairs.list", S(""), "CSV of curated pairs (semantic), or of the pairs whose images the augmentation baseline shows"},
-      {"pairs.neighbours", S(""), "mined: neighbour file (safetensors) over the training images"},
+      {"pairs.neighbours", S(""), "mined: neighbour file (safetensors) over the training images (siam mine writes one)"},
+      {"pairs.mine_from", S(""),
+       "mined: a checkpoint whose backbone mines pairs.neighbours on the first run when that file does not exist"},
+      {"pairs.mine_k", int64_t{10}, "mined: neighbours per image when mining from pairs.mine_from"},
       {"pairs.mined_ratio", 0.5, "mined: share of rows that are anchor-neighbour pairs"},
       {"pairs.mined_threshold", 0.0, "mined: lowest cosine similarity of a usable neighbour"},
       {"pairs.min_gap", int64_t{1}, "temporal: least frames apart"},
@@ -303,6 +310,7 @@ void resolve_defaults(Config& cfg) {
   const std::string method = method_name(cfg);
   require_one_of(cfg, "data.dataset", kDatasets);
   require_one_of(cfg, "run.device", {"auto", "cpu", "cuda"});
+  require_one_of(cfg, "run.precision", {"f32", "bf16"});
   const std::string& dataset = cfg.get_string("data.dataset");
 
   // [run]
@@ -329,6 +337,7 @@ void resolve_defaults(Config& cfg) {
   require_int(cfg, "data.limit", 0);
   require_int(cfg, "data.heldout", 0);
   require_int(cfg, "data.knn_bank", 1);
+  require_one_of(cfg, "data.device", {"cpu", "cuda"});
   for (const char* key : {"data.mean", "data.std"}) {
     const List& v = cfg.get_list(key);
     if (!v.empty() && v.size() != static_cast<size_t>(dataset_channels(cfg)))
@@ -394,6 +403,7 @@ void resolve_defaults(Config& cfg) {
   require_one_of(cfg, "pairs.semantic_mode", {"matched", "all_pairs"});
   require_range(cfg, "pairs.mined_ratio", 0, 1);
   require_range(cfg, "pairs.mined_threshold", -1, 1);
+  require_int(cfg, "pairs.mine_k", 1);
   require_int(cfg, "pairs.min_gap", 1);
   require_int(cfg, "pairs.max_gap", cfg.get_int("pairs.min_gap"));
   require_int(cfg, "pairs.local_crops", 0, 64);
@@ -743,17 +753,15 @@ std::string run_folder(const Config& cfg) {
 Device resolve_device(const Config& cfg) {
   const std::string& d = cfg.get_string("run.device");
   if (d == "cpu") return Device::cpu();
-  if (d == "cuda")
-    fail("run.device = \"cuda\": the CUDA kernels are not implemented yet, so training runs on the CPU only; "
-         "set run.device = \"cpu\" or \"auto\"");
+  if (d == "cuda") {
+    if (!cuda::available()) fail("run.device = \"cuda\" but no GPU can be used: ", cuda::unavailable_reason(),
+                                 "; set run.device = \"cpu\" or \"auto\"");
+    return Device::cuda(0);
+  }
   if (d != "auto") fail("config: run.device must be auto, cpu or cuda, got '", d, "'");
+  if (cuda::available()) return Device::cuda(0);
   static std::once_flag told;
-  std::call_once(told, [] {
-    if (cuda::available())
-      std::cerr << "siam: a GPU is visible, but the CUDA kernels are not implemented yet; running on the CPU\n";
-    else
-      std::cerr << "siam: " << cuda::unavailable_reason() << "; running on the CPU\n";
-  });
+  std::call_once(told, [] { std::cerr << "siam: " << cuda::unavailable_reason() << "; running on the CPU\n"; });
   return Device::cpu();
 }
 

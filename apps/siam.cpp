@@ -8,6 +8,7 @@
 
 #include "apps/bench.h"
 #include "apps/eval_commands.h"
+#include "apps/mine.h"
 #include "apps/pretrain.h"
 #include "tensor/cuda_runtime.h"
 #include "tensor/error.h"
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
   siam::apps::add_pretrain_command(app);
   siam::apps::add_bench_command(app);
   siam::apps::add_eval_commands(app);
+  siam::apps::add_mine_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <utility>
 
+#include "kernels/cuda/augment.h"
+#include "kernels/cuda/dispatch.h"
 #include "tensor/rng.h"
 
 namespace siam::data {
@@ -366,6 +368,66 @@ Tensor augment(const Tensor& image, const AugmentParams& p) {
   if (C != 1 && C != 3) fail("augment: image has ", C, " channels, expected 1 or 3");
   Tensor out = empty({C, p.out_h, p.out_w});
   augment_cpu(src.data<uint8_t>(), C, p, out.data<float>());
+  return out;
+}
+
+Tensor augment_batch(const Tensor& cache, std::span<const AugmentJob> jobs, DType dtype, ViewLayout layout) {
+  if (!cache.defined() || cache.dim() != 4 || cache.dtype() != DType::u8 || !cache.is_contiguous() ||
+      (cache.size(3) != 1 && cache.size(3) != 3))
+    fail("augment_batch: the image cache is ", cache.defined() ? shape_str(cache.shape()) + " " + dtype_name(cache.dtype()) : "undefined",
+         ", expected a contiguous (N, H, W, C) u8 tensor with C = 1 or 3");
+  if (dtype != DType::f32 && dtype != DType::bf16)
+    fail("augment_batch: views in ", dtype_name(dtype), ", expected f32 or bf16");
+  if (jobs.empty()) fail("augment_batch: no views to make");
+  const int64_t N = cache.size(0), H = cache.size(1), W = cache.size(2), C = cache.size(3);
+  const AugmentParams& first = jobs[0].params;
+  for (size_t b = 0; b < jobs.size(); ++b) {
+    const AugmentJob& j = jobs[b];
+    const AugmentParams& p = j.params;
+    if (j.image < 0 || j.image >= N) fail("augment_batch: view ", b, " shows image ", j.image, ", the cache has ", N);
+    if (p.src_h != H || p.src_w != W)
+      fail("augment_batch: view ", b, " was drawn for ", p.src_h, " x ", p.src_w, " images, the cache holds ", H, " x ", W);
+    if (p.out_h != first.out_h || p.out_w != first.out_w)
+      fail("augment_batch: view ", b, " is ", p.out_h, " x ", p.out_w, ", view 0 is ", first.out_h, " x ", first.out_w,
+           "; a batch has one output size");
+    if (!(p.height > 0 && p.width > 0 && p.top >= 0 && p.left >= 0 && p.top + p.height <= H && p.left + p.width <= W &&
+          p.out_h > 0 && p.out_w > 0))
+      fail("augment_batch: view ", b, ": crop box (top ", p.top, ", left ", p.left, ", ", p.height, " x ", p.width,
+           ") outside the ", H, " x ", W, " image, or output ", p.out_h, " x ", p.out_w);
+    if (p.blur && !(p.blur_kernel > 0 && p.blur_kernel % 2 == 1 && p.blur_sigma > 0))
+      fail("augment_batch: view ", b, ": blur kernel ", p.blur_kernel, ", sigma ", p.blur_sigma,
+           ", expected an odd kernel and sigma > 0");
+  }
+  SIAM_ON_CUDA(cache, gpu::augment_batch(cache, jobs, dtype, layout));
+  if (!cache.device().is_cpu()) fail("augment_batch: no executor for a cache on ", cache.device().str(), " in this build");
+  const int64_t B = static_cast<int64_t>(jobs.size()), oh = first.out_h, ow = first.out_w, plane = oh * ow;
+  const Shape shape = layout == ViewLayout::nchw ? Shape{B, C, oh, ow} : Shape{B, oh, ow, C};
+  Tensor out = empty(shape, {dtype});
+  const uint8_t* pixels = cache.data<uint8_t>();
+  const bool direct = dtype == DType::f32 && layout == ViewLayout::nchw;
+  float* out_f32 = dtype == DType::f32 ? out.data<float>() : nullptr;
+  bf16* out_bf16 = dtype == DType::bf16 ? out.data<bf16>() : nullptr;
+#pragma omp parallel
+  {
+    std::vector<float> tmp(direct ? 0 : C * plane);
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t b = 0; b < B; ++b) {
+      const uint8_t* src = pixels + jobs[b].image * H * W * C;
+      if (direct) {
+        augment_cpu(src, static_cast<int>(C), jobs[b].params, out_f32 + b * C * plane);
+        continue;
+      }
+      augment_cpu(src, static_cast<int>(C), jobs[b].params, tmp.data());
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < plane; ++i) {
+          const int64_t o = layout == ViewLayout::nchw ? (b * C + c) * plane + i : (b * plane + i) * C + c;
+          if (out_f32)
+            out_f32[o] = tmp[c * plane + i];
+          else
+            out_bf16[o] = bf16(tmp[c * plane + i]);
+        }
+    }
+  }
   return out;
 }
 

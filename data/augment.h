@@ -17,6 +17,7 @@
 //     (as torchvision does), and only mean[0] and std[0] normalise it.
 #include <array>
 #include <cstdint>
+#include <span>
 #include <type_traits>
 #include <vector>
 
@@ -94,6 +95,29 @@ void augment_cpu(const uint8_t* src, int channels, const AugmentParams& p, float
 
 // The same on tensors. image: (H, W, C) u8 -> (C, out_h, out_w) f32.
 Tensor augment(const Tensor& image, const AugmentParams& p);
+
+// ---------------------------------------------------------------- batches
+
+// Layout of a batch of views: planar (B, C, H, W), the CPU executor's, or channels-last
+// (B, H, W, C), the layout GPU convolutions are fastest in.
+enum class ViewLayout { nchw, nhwc };
+
+// One view of a batch: the cache row it shows and every decision about it. Plain data: a
+// batch of these is what the GPU receives.
+struct AugmentJob {
+  int64_t image;
+  AugmentParams params;
+};
+static_assert(std::is_trivially_copyable_v<AugmentJob> && std::is_standard_layout_v<AugmentJob>);
+
+// A batch of views made from a u8 image cache on the cache's device: the CPU executor above
+// for a CPU cache, the fused CUDA kernel (kernels/cuda/augment.h) for a GPU cache. Both give
+// the same pixels within one u8 step (1/255 before normalisation).
+// cache: (N, H, W, C) u8 contiguous, C 1 or 3; jobs: B >= 1 views whose parameters were drawn
+// for H x W images, all with one output size -> (B, C, out_h, out_w) (nchw) or
+// (B, out_h, out_w, C) (nhwc), f32 or bf16, a new contiguous tensor.
+Tensor augment_batch(const Tensor& cache, std::span<const AugmentJob> jobs, DType dtype = DType::f32,
+                     ViewLayout layout = ViewLayout::nchw);
 
 // Recipes (methods.md). `size` is the output side. SimCLR's jitter strength s scales
 // (0.8s, 0.8s, 0.8s, 0.2s).

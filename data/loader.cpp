@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "tensor/cuda_runtime.h"
+
 namespace siam::data {
 
 Batch build_batch(const ImageSet& images, const BatchPlan& plan, int threads) {
@@ -33,10 +35,18 @@ Batch build_batch(const ImageSet& images, const BatchPlan& plan, int threads) {
                  " mixes output sizes within a batch");
       out.indices.data<int64_t>()[b * V + v] = s.image;
     }
-    out.views.push_back(empty({B, C, first.out_h, first.out_w}));
+    if (im.device().is_cpu()) out.views.push_back(empty({B, C, first.out_h, first.out_w}));
   }
   for (int64_t b = 0; b < B; ++b)
     out.labels.data<int64_t>()[b] = labelled && V > 0 ? images.labels.data<int64_t>()[plan.views[0][b].image] : -1;
+  if (!im.device().is_cpu()) {
+    std::vector<AugmentJob> jobs(B);
+    for (int64_t v = 0; v < V; ++v) {
+      for (int64_t b = 0; b < B; ++b) jobs[b] = {plan.views[v][b].image, plan.views[v][b].params};
+      out.views.push_back(augment_batch(im, jobs));
+    }
+    return out;
+  }
   const uint8_t* pixels = im.data<uint8_t>();
   const int nt = threads > 0 ? threads : omp_get_max_threads();
 #pragma omp parallel for collapse(2) schedule(dynamic, 4) num_threads(nt)
@@ -61,6 +71,19 @@ Loader::Loader(ImageSet images, PairGenerator gen, LoaderConfig cfg)
   if (batches_per_epoch() == 0)
     fail("loader: drop_last with batch size ", cfg_.batch_size, " leaves no batch of the ", gen_.rows_per_epoch(),
          " rows per epoch");
+  if (!cfg_.device.is_cpu()) {
+    // The kernel launches must be on the training thread's stream (siam's stream is per
+    // thread), and planning is too cheap to hide: no worker.
+    cfg_.prefetch = false;
+    if (images_.images.device() != cfg_.device) {
+      const double mb = static_cast<double>(images_.images.nbytes()) / (1 << 20);
+      for (const cuda::DeviceInfo& d : cuda::devices())
+        if (d.index == cfg_.device.index && static_cast<double>(images_.images.nbytes()) > 0.8 * d.free_memory)
+          fail("loader: the u8 cache of '", images_.name, "' (", mb, " MiB) does not fit in the ",
+               d.free_memory >> 20, " MiB free on ", cfg_.device.str(), "; make the views on the CPU (data.device = \"cpu\")");
+      images_.images = copy_to(images_.images, cfg_.device, DType::u8);
+    }
+  }
   if (cfg_.prefetch) worker_ = std::thread(&Loader::worker_loop, this);
 }
 

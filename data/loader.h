@@ -31,9 +31,16 @@ struct LoaderConfig {
   // OpenMP threads that build one batch (0: OpenMP's default). One by default because the
   // worker runs beside training, which wants the cores.
   int threads = 1;
+  // Where the views are made. A GPU: the u8 cache is copied there once (it must fit in the
+  // free memory) and each view of a batch is one launch of the fused augmentation kernel, on
+  // the calling thread's stream so training sees it in order; the views are f32 (B, C, H, W)
+  // on that GPU. Planning a batch is cheap host work, so there is no worker thread then.
+  Device device = Device::cpu();
 };
 
-// Builds the batch from a plan. images: (N, H, W, C) u8, the set the generator indexes.
+// Builds the batch from a plan. images: (N, H, W, C) u8, the set the generator indexes; on the
+// CPU the executor makes the views with `threads` OpenMP threads, on a GPU the fused kernel
+// (data::augment_batch) makes them there.
 Batch build_batch(const ImageSet& images, const BatchPlan& plan, int threads = 1);
 
 class Loader {

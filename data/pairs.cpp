@@ -45,13 +45,15 @@ const char* pair_kind_name(PairKind k) {
 
 // ---------------------------------------------------------------- neighbour lists
 
-void save_neighbours(const std::string& path, const Neighbours& nb) {
+void save_neighbours(const std::string& path, const Neighbours& nb, const std::map<std::string, std::string>& extra) {
   if (!nb.indices.defined() || !nb.similarities.defined() || nb.indices.dim() != 2 ||
       nb.indices.dtype() != DType::i64 || nb.similarities.dtype() != DType::f32 ||
       nb.indices.shape() != nb.similarities.shape())
     fail("save_neighbours ", path, ": expected indices (N, k) i64 and similarities (N, k) f32");
-  save_safetensors(path, {{"indices", nb.indices}, {"similarities", nb.similarities}},
-                   {{"format", "siam.neighbours"}, {"format_version", "1"}});
+  std::map<std::string, std::string> meta = extra;
+  meta["format"] = "siam.neighbours";
+  meta["format_version"] = "1";
+  save_safetensors(path, {{"indices", nb.indices}, {"similarities", nb.similarities}}, meta);
 }
 
 Neighbours load_neighbours(const std::string& path) {

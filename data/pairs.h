@@ -9,6 +9,7 @@
 // (tries > 0 only under an overlap constraint). Each slot is 16 counter blocks (64 words).
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -60,8 +61,10 @@ struct Neighbours {
   Tensor indices;       // (N, k) i64
   Tensor similarities;  // (N, k) f32
 };
-// safetensors with tensors "indices" and "similarities" and metadata format=siam.neighbours.
-void save_neighbours(const std::string& path, const Neighbours& nb);
+// safetensors with tensors "indices" and "similarities" and metadata format=siam.neighbours,
+// format_version=1 and `extra` (provenance: the encoder, the data set, ...).
+void save_neighbours(const std::string& path, const Neighbours& nb,
+                     const std::map<std::string, std::string>& extra = {});
 Neighbours load_neighbours(const std::string& path);
 
 struct ViewSpec {

@@ -1,6 +1,7 @@
 #include "nn/layers.h"
 
 #include "nn/init.h"
+#include "nn/precision.h"
 
 namespace siam::nn {
 
@@ -19,7 +20,9 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias) {
   }
 }
 
-Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x) {
+  return result_cast(linear(compute_cast(x), compute_cast(weight), compute_cast(bias)));
+}
 
 Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool with_bias,
                int64_t groups, int64_t dilation) {
@@ -34,7 +37,9 @@ Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t 
   params = {stride, stride, padding, padding, dilation, dilation, groups};
 }
 
-Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, params); }
+Tensor Conv2d::forward(const Tensor& x) {
+  return result_cast(conv2d(compute_cast(x), compute_cast(weight), compute_cast(bias), params));
+}
 
 BatchNorm::BatchNorm(int64_t c, bool affine, double momentum, double eps) : momentum(momentum), eps(eps) {
   if (affine) {
@@ -109,8 +114,9 @@ Tensor MultiheadSelfAttention::forward(const Tensor& x) {
   // (N, L, 3 dim) -> (3, N, heads, L, head_dim), timm's layout
   Tensor qkv_t = permute(reshape(qkv->forward(x), {n, l, 3, heads, d / heads}), {2, 0, 3, 1, 4});
   double p = is_training() ? attn_drop : 0.0;
-  Tensor o = scaled_dot_product_attention(select(qkv_t, 0, 0), select(qkv_t, 0, 1), select(qkv_t, 0, 2), p,
-                                          &default_generator());
+  Tensor o = result_cast(scaled_dot_product_attention(compute_cast(select(qkv_t, 0, 0)),
+                                                      compute_cast(select(qkv_t, 0, 1)),
+                                                      compute_cast(select(qkv_t, 0, 2)), p, &default_generator()));
   o = reshape(transpose(o, 1, 2), {n, l, d});
   return dropout(proj->forward(o), proj_drop, is_training(), default_generator());
 }

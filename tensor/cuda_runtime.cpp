@@ -187,6 +187,23 @@ size_t pool_bytes_in_use(int device) {
   return used;
 }
 
+size_t pool_peak_bytes(int device) {
+  if (!available()) return 0;
+  cudaMemPool_t pool;
+  SIAM_CUDA_OK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t high = 0;
+  SIAM_CUDA_OK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high));
+  return high;
+}
+
+void reset_pool_peak(int device) {
+  if (!available()) return;
+  cudaMemPool_t pool;
+  SIAM_CUDA_OK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t zero = 0;  // resets the high watermark to the current use
+  SIAM_CUDA_OK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
+}
+
 void copy_h2d(void* dst, const void* src, size_t n, int device) {
   SIAM_CUDA_OK(cudaSetDevice(device));
   SIAM_CUDA_OK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, cudaStreamPerThread));

@@ -29,6 +29,8 @@ void copy_d2h(void* dst, const void* src, size_t n, int device);
 void copy_d2d(void* dst, const void* src, size_t n, int device);
 void synchronize(int device);
 size_t pool_bytes_in_use(int device);  // bytes currently handed out by the pool
+size_t pool_peak_bytes(int device);    // the most handed out at once since the last reset
+void reset_pool_peak(int device);
 
 // A CUDA graph of work on siam's stream: capture a step once, replay it many times.
 //

@@ -19,6 +19,8 @@ void copy_d2h(void*, const void*, size_t, int) { fail(kReason); }
 void copy_d2d(void*, const void*, size_t, int) { fail(kReason); }
 void synchronize(int) {}
 size_t pool_bytes_in_use(int) { return 0; }
+size_t pool_peak_bytes(int) { return 0; }
+void reset_pool_peak(int) {}
 
 Graph::~Graph() = default;
 void Graph::capture(const std::function<void()>&, int) { fail("CUDA graphs: ", kReason); }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "autograd/ops.h"
 #include "data/augment.h"
 
 using namespace siam;
@@ -304,4 +305,59 @@ TEST(DataAugment, IouAndValidation) {
   expect_bad(c, "output size");
   EXPECT_THROW(augment(make_image(4, 4, 3), identity_params(5, 4, 5, 4)), Error);
   EXPECT_THROW(augment(zeros({4, 4, 3}), identity_params(4, 4, 4, 4)), Error) << "f32 image";
+}
+
+// augment_batch on a CPU cache: each view is the executor's output for its image and
+// parameters; channels-last and bf16 are the same numbers permuted and rounded.
+TEST(DataAugment, BatchOfViewsIsTheExecutorPerView) {
+  for (int C : {1, 3}) {
+    Tensor cache = empty({3, 20, 24, C}, {DType::u8});
+    for (int64_t i = 0; i < cache.numel(); ++i) cache.data<uint8_t>()[i] = static_cast<uint8_t>((i * 29 + i * i / 7) % 256);
+    AugmentConfig cfg = simclr_view(12);
+    cfg.out_h = 16;
+    cfg.blur_p = 1.0f;
+    std::vector<AugmentJob> jobs;
+    for (int v = 0; v < 7; ++v) jobs.push_back({(v * 2) % 3, sample_augment(cfg, 20, 24, 5, static_cast<uint64_t>(v) << 4)});
+    Tensor out = augment_batch(cache, jobs);
+    ASSERT_EQ(out.shape(), (Shape{7, C, 16, 12}));
+    for (int v = 0; v < 7; ++v) {
+      Tensor one = augment(select(cache, 0, jobs[v].image), jobs[v].params);
+      EXPECT_EQ(select(out, 0, v).to_vector(), one.to_vector()) << "view " << v;
+    }
+    Tensor nhwc = augment_batch(cache, jobs, DType::f32, ViewLayout::nhwc);
+    ASSERT_EQ(nhwc.shape(), (Shape{7, 16, 12, C}));
+    EXPECT_EQ(contiguous(permute(nhwc, {0, 3, 1, 2})).to_vector(), out.to_vector());
+    Tensor half = augment_batch(cache, jobs, DType::bf16);
+    EXPECT_EQ(half.dtype(), DType::bf16);
+    EXPECT_EQ(half.to_vector(), to(out, DType::bf16).to_vector());
+  }
+}
+
+TEST(DataAugment, BatchOfViewsRejectsWhatDoesNotFit) {
+  Tensor cache = zeros({2, 10, 10, 3}, {DType::u8});
+  AugmentConfig cfg = simclr_view(8);
+  std::vector<AugmentJob> jobs = {{0, sample_augment(cfg, 10, 10, 1, 0)}, {1, sample_augment(cfg, 10, 10, 1, 16)}};
+  auto fails = [&](std::vector<AugmentJob> j, const char* fragment, DType dt = DType::f32, Tensor c = Tensor()) {
+    try {
+      augment_batch(c.defined() ? c : cache, j, dt);
+      ADD_FAILURE() << "no error; expected one mentioning " << fragment;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  auto bad = jobs;
+  bad[1].image = 2;
+  fails(bad, "shows image 2");
+  bad = jobs;
+  bad[1].params = sample_augment(simclr_view(6), 10, 10, 1, 16);
+  fails(bad, "one output size");
+  bad = jobs;
+  bad[0].params = sample_augment(cfg, 12, 10, 1, 0);
+  fails(bad, "drawn for 12 x 10");
+  bad = jobs;
+  bad[0].params.left = 9;
+  fails(bad, "outside the 10 x 10 image");
+  fails({}, "no views");
+  fails(jobs, "expected f32 or bf16", DType::f64);
+  fails(jobs, "(N, H, W, C) u8", DType::f32, zeros({2, 10, 10, 3}));
 }

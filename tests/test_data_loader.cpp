@@ -11,6 +11,7 @@
 
 #include "data/loader.h"
 #include "data/preview.h"
+#include "tensor/cuda_runtime.h"
 
 using namespace siam;
 using namespace siam::data;
@@ -176,4 +177,12 @@ TEST(DataLoader, PreviewPngDecodes) {
   stbi_image_free(pix);
   fs::remove(path);
   EXPECT_THROW(write_preview("/nonexistent-dir/p.png", set, g, 0, 2), Error);
+}
+
+// Views made on a GPU need one; without it the loader says why at construction.
+TEST(DataLoader, GpuViewsNeedAGpu) {
+  if (cuda::available()) GTEST_SKIP() << "a GPU is present (tests/cuda/test_cuda_augment.cpp covers the GPU path)";
+  ImageSet s = synthetic(16, 12, 12, 3, 4);
+  PairGenerator gen(simclr(8, 1), s);
+  EXPECT_THROW(Loader(s, gen, {.batch_size = 4, .device = Device::cuda(0)}), Error);
 }

@@ -20,6 +20,7 @@
 #include "apps/pretrain.h"
 #include "apps/run_config.h"
 #include "nn/checkpoint.h"
+#include "tensor/cuda_runtime.h"
 
 using namespace siam;
 using namespace siam::apps;
@@ -376,8 +377,12 @@ TEST(Pretrain, UserErrorsNameTheProblem) {
   // Settings that cannot work.
   e = error_of([&] { f.run({"run.batch_size=4096"}, false, -1, f.dir / "big"); });
   EXPECT_NE(e.find("run.batch_size is 4096"), std::string::npos) << e;
-  e = error_of([&] { f.run({"run.device=cuda"}, false, -1, f.dir / "gpu"); });
-  EXPECT_NE(e.find("CUDA kernels are not implemented"), std::string::npos) << e;
+  if (!cuda::available()) {
+    e = error_of([&] { f.run({"run.device=cuda"}, false, -1, f.dir / "gpu"); });
+    EXPECT_NE(e.find("run.device = \"cuda\" but no GPU can be used"), std::string::npos) << e;
+    e = error_of([&] { f.run({"run.precision=bf16"}, false, -1, f.dir / "bf16"); });
+    EXPECT_NE(e.find("run.precision = \"bf16\" needs a GPU"), std::string::npos) << e;
+  }
   e = error_of([&] { f.run({"optimizer.warmup_epochs=5"}, false, -1, f.dir / "warm"); });
   EXPECT_NE(e.find("optimizer.warmup_epochs (5) must be less than run.epochs (3)"), std::string::npos) << e;
 }

@@ -3,6 +3,8 @@
 // keys map onto the ssl config structs; impossible settings are clear errors.
 #include <gtest/gtest.h>
 
+#include "tensor/cuda_runtime.h"
+
 #include <filesystem>
 
 #include "apps/run_config.h"
@@ -232,9 +234,15 @@ TEST(PretrainConfig, ImpossibleSettingsAreClearErrors) {
     std::string e = error_of([&] { resolved(c.sets); });
     EXPECT_NE(e.find(c.phrase), std::string::npos) << c.sets[0] << ": " << e;
   }
-  std::string e = error_of([&] { resolve_device(resolved({"run.device=cuda"})); });
-  EXPECT_NE(e.find("the CUDA kernels are not implemented yet"), std::string::npos) << e;
-  EXPECT_EQ(resolve_device(resolved({})), Device::cpu());
+  if (cuda::available()) {
+    EXPECT_EQ(resolve_device(resolved({"run.device=cuda"})), Device::cuda(0));
+    EXPECT_EQ(resolve_device(resolved({})), Device::cuda(0));
+  } else {
+    std::string e = error_of([&] { resolve_device(resolved({"run.device=cuda"})); });
+    EXPECT_NE(e.find("no GPU can be used"), std::string::npos) << e;
+    EXPECT_EQ(resolve_device(resolved({})), Device::cpu());
+  }
+  EXPECT_EQ(resolve_device(resolved({"run.device=cpu"})), Device::cpu());
 }
 
 TEST(PretrainConfig, LoadBackboneRefusesWeightsThatDoNotFitTheConfig) {
