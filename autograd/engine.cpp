@@ -34,6 +34,15 @@ Tensor record(const char* name, Tensor out, std::vector<Tensor> inputs, Backward
   return out;
 }
 
+// Whether g can become a leaf's .grad as it is, without a copy: nothing else can see its memory
+// (the only handle, on a dense tensor spanning a storage no other tensor shares) and it has
+// no autograd history. A parameter's gradient from its op's backward usually is.
+static bool sole_owner(const Tensor& g) {
+  const TensorImpl& i = g.impl();
+  return g.impl_ptr().use_count() == 1 && i.storage.use_count() == 1 && g.is_contiguous() && g.offset() == 0 &&
+         g.nbytes() == i.storage->nbytes && !i.grad_fn && !i.requires_grad;
+}
+
 void backward(const Tensor& root, const Tensor& grad) {
   if (!root.requires_grad())
     fail("backward() on a tensor that does not require grad (no input had requires_grad, or it "
@@ -76,7 +85,7 @@ void backward(const Tensor& root, const Tensor& grad) {
     Tensor g = std::move(g_it->second);
     grads.erase(g_it);
     if (t.is_leaf()) {
-      if (!t.grad().defined()) t.set_grad(clone(g));
+      if (!t.grad().defined()) t.set_grad(sole_owner(g) ? g : clone(g));
       else add_(t.grad(), g);
       continue;
     }

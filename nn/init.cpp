@@ -4,15 +4,38 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 namespace siam::nn::init {
 
+// t = u * scale + shift, u a fresh f64 tensor of t's shape, in double and rounded once into t.
+// A dense f32 or f64 t on the CPU is written directly, without the tensor ops' temporaries and
+// the generic per-element copy; the product and the sum stay two roundings (two loops, so no
+// fused multiply-add), which keeps the values those ops give.
+static void assign_scaled(const Tensor& t, const Tensor& u, double scale, double shift) {
+  if (!t.device().is_cpu() || !t.is_contiguous() || (t.dtype() != DType::f32 && t.dtype() != DType::f64)) {
+    copy_(t, add(mul(u, scale), shift));
+    return;
+  }
+  double* pu = u.data<double>();
+  const int64_t n = t.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t k = 0; k < n; ++k) pu[k] *= scale;
+  auto run = [&](auto* pt) {
+    using T = std::remove_pointer_t<decltype(pt)>;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t k = 0; k < n; ++k) pt[k] = static_cast<T>(pu[k] + shift);
+  };
+  if (t.dtype() == DType::f32) run(t.data<float>());
+  else run(t.data<double>());
+}
+
 void uniform_(const Tensor& t, double lo, double hi, Generator& g) {
-  copy_(t, add(mul(rand(t.shape(), g, {DType::f64}), hi - lo), lo));
+  assign_scaled(t, rand(t.shape(), g, {DType::f64}), hi - lo, lo);
 }
 
 void normal_(const Tensor& t, double mean, double std, Generator& g) {
-  copy_(t, add(mul(randn(t.shape(), g, {DType::f64}), std), mean));
+  assign_scaled(t, randn(t.shape(), g, {DType::f64}), std, mean);
 }
 
 void trunc_normal_(const Tensor& t, double std, Generator& g, double a, double b) {

@@ -1,9 +1,10 @@
 // The CPU convolution against a direct loop convolution computed here in double: forward,
 // input gradient and weight gradient, over shapes the op fixtures do not reach. The backward
-// passes of 3x3 stride-1 kernels run Winograd F(2x2, 3x3) (kernels/cpu/winograd.h), everything
-// else im2col with several images per GEMM; the cases cover odd planes that leave partial
-// tiles, padding 0 to 2 and unequal, many channels, batches cut into several GEMM batches
-// with a short last one, and one and two threads.
+// passes of 3x3 stride-1 kernels run Winograd F(2x2, 3x3) (kernels/cpu/winograd.h), the
+// forward pass of stride-1 kernels on wide planes one GEMM per tap ("shifted"), everything
+// else im2col with several images per GEMM (kernels/cpu/conv.cpp); the cases cover odd planes
+// that leave partial tiles, padding 0 to 2 and unequal, many channels, batches cut into several
+// GEMM batches with a short last one, and one and two threads.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -105,6 +106,18 @@ TEST(ConvCpu, WinogradMatchesDirect) {
       {2, 16, 2, 9, 16, 3, 1, 1, 2},   // two rows
       {37, 16, 4, 4, 24, 3, 1, 1, 1},  // many images: several GEMM batches, the last one short
       {5, 40, 7, 7, 33, 3, 1, 1, 1},   // channel counts that are no power of two
+  };
+  for (const Case& c : cases)
+    for (int threads : {1, 2}) check(c, threads);
+}
+
+TEST(ConvCpu, ShiftedGemmMatchesDirect) {
+  // The shifted forward needs planes 24 or more wide and 16 or more input channels.
+  const std::vector<Case> cases = {
+      {3, 16, 5, 24, 8, 3, 1, 1, 1},   // 3x3, padding 1
+      {2, 17, 4, 27, 5, 3, 1, 0, 0},   // no padding: the grid is narrower than the plane
+      {2, 16, 6, 27, 4, 5, 1, 2, 1},   // 5x5, unequal padding
+      {2, 16, 3, 30, 4, 1, 1, 0, 0},   // 1x1: taken by im2col's pointwise path instead
   };
   for (const Case& c : cases)
     for (int threads : {1, 2}) check(c, threads);

@@ -1,7 +1,10 @@
-// Convolution CPU kernels: im2col + BLAS GEMM, one GEMM per (batch of images, group). Every
-// function writes (=) a fresh output. Inside, col2im adds (+=) column patches into the input
-// gradient (zeroed image by image first) and the weight gradient accumulates (+=) over batches,
-// per thread, before one final sum.
+// Convolution CPU kernels on BLAS GEMMs, three ways:
+//  - im2col, one GEMM per (batch of images, group): the general path;
+//  - forward, stride 1 on wide planes: one GEMM per kernel tap over a bordered copy ("shifted");
+//  - input and weight gradients of 3x3 stride-1 kernels: Winograd F(2x2, 3x3) (winograd.h).
+// Every function writes (=) a fresh output. Inside, col2im adds (+=) column patches into the
+// input gradient (zeroed image by image first) and the weight gradient accumulates (+=) over
+// batches, per thread, before one final sum.
 #include "kernels/conv.h"
 
 #include <omp.h>
@@ -61,8 +64,6 @@ void im2col(const T* x, T* col, int64_t ld, const Dims& d, const ConvGeometry& p
     int64_t c = r / (d.kh * d.kw), ki = r / d.kw % d.kh, kj = r % d.kw;
     int64_t off_h = ki * p.dil_h - p.pad_h, off_w = kj * p.dil_w - p.pad_w;
     auto [lo, hi] = valid_cols(d, p, off_w);
-    // Plain loops, not std::fill / std::copy: the deep layers' rows are 4 to 14 values long,
-    // too short for a memset / memcpy call to pay.
     for (int64_t oh = 0; oh < d.Ho; ++oh) {
       T* o = col + r * ld + oh * d.Wo;
       int64_t ih = oh * p.stride_h + off_h;
@@ -70,14 +71,12 @@ void im2col(const T* x, T* col, int64_t ld, const Dims& d, const ConvGeometry& p
         for (int64_t ow = 0; ow < d.Wo; ++ow) o[ow] = T(0);
         continue;
       }
-      const T* xr = x + (c * d.H + ih) * d.W + off_w;
-#pragma omp simd
+      const T* xr = x + (c * d.H + ih) * d.W;
       for (int64_t ow = 0; ow < lo; ++ow) o[ow] = T(0);
       if (p.stride_w == 1)
-        for (int64_t ow = lo; ow < hi; ++ow) o[ow] = xr[ow];
+        for (int64_t ow = lo; ow < hi; ++ow) o[ow] = xr[ow + off_w];
       else
-        for (int64_t ow = lo; ow < hi; ++ow) o[ow] = xr[ow * p.stride_w];
-#pragma omp simd
+        for (int64_t ow = lo; ow < hi; ++ow) o[ow] = xr[ow * p.stride_w + off_w];
       for (int64_t ow = hi; ow < d.Wo; ++ow) o[ow] = T(0);
     }
   }
@@ -118,14 +117,14 @@ struct Batching {
 };
 
 // N images in G groups, each image `cols` GEMM columns wide and `rows` scratch values per
-// column; m and k are the GEMM's other sizes.
-Batching batching(int64_t N, int64_t G, int64_t cols, int64_t rows, int64_t m, int64_t k) {
-  // Columns per GEMM past which a larger batch gains little, and a cap on the scratch so it
-  // stays within the caches' reach.
-  constexpr int64_t kCols = 256, kScratch = int64_t(1) << 21;
+// column; m and k are the GEMM's other sizes. Images are added to a batch up to `target`
+// columns, past which a larger GEMM gains less than its scratch, growing out of the caches,
+// costs (measured: 128 for im2col's deep K, 256 for Winograd's).
+Batching batching(int64_t N, int64_t G, int64_t cols, int64_t rows, int64_t m, int64_t k, int64_t target) {
+  constexpr int64_t kScratch = int64_t(1) << 21;  // values
   if (N == 0) return {1, 0, false};
   const int64_t L = std::max<int64_t>(cols, 1), nt = omp_get_max_threads();
-  int64_t B = std::max<int64_t>(1, kCols / L);
+  int64_t B = std::max<int64_t>(1, target / L);
   B = std::min(B, std::max<int64_t>(1, kScratch / std::max<int64_t>(rows * L, 1)));
   // Every thread gets items, and items are balanced: the same B for all but perhaps the last.
   B = std::min(B, std::max<int64_t>(1, N / nt));
@@ -137,7 +136,7 @@ Batching batching(int64_t N, int64_t G, int64_t cols, int64_t rows, int64_t m, i
   b.share = cpu::share_gemms(b.items, m, B * L, k);
   return b;
 }
-Batching batching(const Dims& d, int64_t m, int64_t k) { return batching(d.N, d.G, d.L(), d.K(), m, k); }
+Batching batching(const Dims& d, int64_t m, int64_t k) { return batching(d.N, d.G, d.L(), d.K(), m, k, 128); }
 
 // This thread's scratch of at least n values, kept from call to call: the same layers come
 // back every step, and a fresh buffer each time costs page faults and zeroing. Slots keep
@@ -232,7 +231,8 @@ void gather(const T* t, T* buf, int64_t n0, int64_t nb, int64_t rows_total, int6
 // Winograd F(2x2, 3x3) (kernels/cpu/winograd.h): 16 multiply-adds per output tile and channel
 // pair instead of 36, and no im2col. Padding up to 2 keeps the input gradient's padding
 // (2 - pad) non-negative. With few channels the transforms cost more than the multiply-adds
-// saved (a 1-channel stem: twice as slow as im2col), hence the channel floor.
+// saved (the 1-channel stem's weight gradient: five times slower than im2col), hence the
+// channel floor.
 //
 // The forward pass stays on im2col. Winograd rounds the transformed kernel G g G^T to f32, an
 // error shared by every output of the layer, like perturbing the weights by a fraction of an
@@ -252,19 +252,25 @@ bool use_winograd(const Dims& d, const ConvGeometry& p) {
 template <class T>
 void winograd_grad_input(const T* gy, const T* w, T* dx, const Dims& d, const ConvGeometry& p) {
   const winograd::Plane q = winograd::plane(d.O, d.Ho, d.Wo, d.C, 2 - p.pad_h, 2 - p.pad_w);
-  const int64_t tiles = q.tiles(), in_img = q.Cin * q.H * q.W, out_img = q.Cout * q.Ho * q.Wo;
-  T* U = thread_scratch<T, kWeightSlot>(16 * d.O * d.C);  // (16, C, O)
+  const int64_t tiles = q.tiles(), in_img = d.O * d.L(), out_img = d.C * d.H * d.W;
+  const int64_t p_img = q.hp() * q.wp() * q.Cin, q_img = 4 * tiles * q.Cout;  // channels-last copies
+  T* U = thread_scratch<T, kWeightSlot>(16 * d.O * d.C);  // (16, O, C): Cin = O, Cout = C
   winograd::rotated_weight_transform(w, U, d.O, d.C);
-  const Batching bt = batching(d.N, 1, tiles, 16 * (q.Cin + q.Cout), q.Cout, q.Cin);
-  for_items<T>(bt, 16 * (q.Cin + q.Cout) * bt.B * tiles, [&](int64_t i, T* buf, bool inner) {
+  const int64_t per_tile = 16 * (q.Cin + q.Cout) + (p_img + q_img + tiles - 1) / tiles;
+  const Batching bt = batching(d.N, 1, tiles, per_tile, q.Cout, q.Cin, 256);
+  for_items<T>(bt, per_tile * bt.B * tiles, [&](int64_t i, T* buf, bool inner) {
     const int64_t n0 = i * bt.B, nb = std::min(bt.B, d.N - n0), ld = nb * tiles;
-    T* V = buf;
-    T* M = buf + 16 * q.Cin * ld;
-    winograd::input_transform(gy + n0 * in_img, in_img, nb, V, ld, q, inner);
+    T* P = buf;
+    T* V = P + nb * p_img;
+    T* M = V + 16 * ld * q.Cin;
+    T* Q = M + 16 * ld * q.Cout;
+    winograd::to_channels_last(gy + n0 * in_img, in_img, nb, q.Cin, q.H, q.W, P, q.hp(), q.wp(), q.ph, q.pw, inner);
+    winograd::input_transform(P, nb, V, ld, q, inner);
     for (int64_t xi = 0; xi < 16; ++xi)
-      cpu::blas_gemm(false, false, q.Cout, ld, q.Cin, 1.0, U + xi * q.Cout * q.Cin, q.Cin, V + xi * q.Cin * ld, ld,
-                     0.0, M + xi * q.Cout * ld, ld);
-    winograd::output_transform(M, ld, nb, dx + n0 * out_img, out_img, q, inner);
+      cpu::blas_gemm(false, false, ld, q.Cout, q.Cin, 1.0, V + xi * ld * q.Cin, q.Cin, U + xi * q.Cin * q.Cout, q.Cout,
+                     0.0, M + xi * ld * q.Cout, q.Cout);
+    winograd::output_transform(M, ld, nb, Q, q, inner);
+    winograd::from_channels_last(Q, 2 * q.th, 2 * q.tw, nb, q.Cout, q.Ho, q.Wo, dx + n0 * out_img, out_img, inner);
   });
 }
 
@@ -273,28 +279,88 @@ template <class T>
 void winograd_grad_weight(const T* gy, const T* x, T* dw, const Dims& d, const ConvGeometry& p) {
   const winograd::Plane q = winograd::plane(d.C, d.H, d.W, d.O, p.pad_h, p.pad_w);
   const int64_t tiles = q.tiles(), x_img = d.C * d.H * d.W, gy_img = d.O * d.L(), size = 16 * d.O * d.C;
-  const Batching bt = batching(d.N, 1, tiles, 16 * (d.C + d.O), d.O, d.C);
+  const int64_t p_img = q.hp() * q.wp() * d.C, g_img = 4 * tiles * d.O;  // channels-last copies
+  const int64_t per_tile = 16 * (d.C + d.O) + (p_img + g_img + tiles - 1) / tiles;
+  const Batching bt = batching(d.N, 1, tiles, per_tile, d.O, d.C, 256);
   // Every image adds into all of dU (16, O, C).
   Partials<T> dU(bt.share ? omp_get_max_threads() : 1, size, 1);
-  for_items<T>(bt, 16 * (d.C + d.O) * bt.B * tiles, [&](int64_t i, T* buf, bool inner) {
+  for_items<T>(bt, per_tile * bt.B * tiles, [&](int64_t i, T* buf, bool inner) {
     const int64_t n0 = i * bt.B, nb = std::min(bt.B, d.N - n0), ld = nb * tiles;
-    T* V = buf;
-    T* dM = buf + 16 * d.C * ld;
+    T* P = buf;
+    T* G = P + nb * p_img;
+    T* V = G + nb * g_img;
+    T* dM = V + 16 * ld * d.C;
     const int t = inner ? 0 : omp_get_thread_num();
-    winograd::input_transform(x + n0 * x_img, x_img, nb, V, ld, q, inner);
-    winograd::grad_output_transform(gy + n0 * gy_img, gy_img, nb, dM, ld, q, inner);
+    winograd::to_channels_last(x + n0 * x_img, x_img, nb, d.C, d.H, d.W, P, q.hp(), q.wp(), p.pad_h, p.pad_w, inner);
+    winograd::input_transform(P, nb, V, ld, q, inner);
+    // The output gradient zero-padded to whole tiles.
+    winograd::to_channels_last(gy + n0 * gy_img, gy_img, nb, d.O, d.Ho, d.Wo, G, 2 * q.th, 2 * q.tw, 0, 0, inner);
+    winograd::grad_output_transform(G, nb, dM, ld, q, inner);
     const double beta = dU.beta(t, 0);
     for (int64_t xi = 0; xi < 16; ++xi)
-      cpu::blas_gemm(false, true, d.O, d.C, ld, 1.0, dM + xi * d.O * ld, ld, V + xi * d.C * ld, ld, beta,
+      cpu::blas_gemm(true, false, d.O, d.C, ld, 1.0, dM + xi * ld * d.O, d.O, V + xi * ld * d.C, d.C, beta,
                      dU.slice(t) + xi * d.O * d.C, d.C);
   });
   dU.sum(dU.slice(0));
   winograd::weight_grad_transform(dU.slice(0), dw, d.O, d.C);
 }
 
+// Stride 1, no dilation, one group and wide planes: the forward pass as one GEMM per kernel
+// tap over a zero-bordered copy of the image, each reading the copy shifted by its tap, on the
+// bordered grid's Ho x Wp positions (the Wp - Wo columns past each row are computed and
+// dropped). No im2col matrix, kh kw times the input, is written, and each image's GEMMs are
+// wide enough on their own. Narrower planes lose more to the dropped columns than they save
+// (measured: 28 wide gains ~20%, 14 wide breaks even).
+bool use_shifted(const Dims& d, const ConvGeometry& p) {
+  constexpr int64_t kMinWidth = 24, kMinChannels = 16;
+  return p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 && d.G == 1 && d.kh * d.kw > 1 &&
+         d.Wo >= kMinWidth && d.C >= kMinChannels;
+}
+
+// x: (N, C, H, W), w: (O, C, kh, kw), bias: (O) or null -> y: (N, O, Ho, Wo)
+template <class T>
+void shifted_forward(const T* x, const T* w, const T* bias, T* y, const Dims& d, const ConvGeometry& p) {
+  const int64_t taps = d.kh * d.kw, Hp = d.H + 2 * p.pad_h, Wp = d.W + 2 * p.pad_w;
+  // Each channel's bordered plane, plus room for the last tap's read past it (into dropped
+  // columns only).
+  const int64_t plane = Hp * Wp + d.kw, grid = d.Ho * Wp;
+  T* wt = thread_scratch<T, kWeightSlot>(taps * d.O * d.C);  // (taps, O, C)
+  for (int64_t oc = 0; oc < d.O * d.C; ++oc)
+    for (int64_t t = 0; t < taps; ++t) wt[t * d.O * d.C + oc] = w[oc * taps + t];
+  const Batching bt{1, d.N, cpu::share_gemms(d.N, d.O, grid, d.C)};
+  for_items<T>(bt, d.C * plane + d.O * grid, [&](int64_t n, T* buf, bool) {
+    T* xp = buf;
+    T* yg = buf + d.C * plane;
+    for (int64_t c = 0; c < d.C; ++c) {
+      T* pc = xp + c * plane;
+      const T* xc = x + (n * d.C + c) * d.H * d.W;
+      std::fill(pc, pc + p.pad_h * Wp, T(0));
+      for (int64_t h = 0; h < d.H; ++h) {
+        T* row = pc + (p.pad_h + h) * Wp;
+        std::fill(row, row + p.pad_w, T(0));
+        std::copy(xc + h * d.W, xc + (h + 1) * d.W, row + p.pad_w);
+        std::fill(row + p.pad_w + d.W, row + Wp, T(0));
+      }
+      std::fill(pc + (p.pad_h + d.H) * Wp, pc + plane, T(0));
+    }
+    for (int64_t t = 0; t < taps; ++t)
+      cpu::blas_gemm(false, false, d.O, grid, d.C, 1.0, wt + t * d.O * d.C, d.C, xp + t / d.kw * Wp + t % d.kw, plane,
+                     t ? 1.0 : 0.0, yg, grid);
+    for (int64_t o = 0; o < d.O; ++o) {
+      const T add = bias ? bias[o] : T(0);
+      for (int64_t oh = 0; oh < d.Ho; ++oh) {
+        const T* src = yg + o * grid + oh * Wp;
+        T* dst = y + ((n * d.O + o) * d.Ho + oh) * d.Wo;
+        for (int64_t ow = 0; ow < d.Wo; ++ow) dst[ow] = src[ow] + add;
+      }
+    }
+  });
+}
+
 // x: (N, C, H, W), w: (O, K), bias: (O) or null -> y: (N, O, L)
 template <class T>
 void forward(const T* x, const T* w, const T* bias, T* y, const Dims& d, const ConvGeometry& p) {
+  if (use_shifted(d, p)) return shifted_forward(x, w, bias, y, d, p);
   const int64_t K = d.K(), L = d.L();
   const bool pw = is_pointwise(d, p);
   const Batching bt = batching(d, d.Og, K);

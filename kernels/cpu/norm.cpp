@@ -171,6 +171,7 @@ NormForward batch_norm_act_forward(const Tensor& x, const Tensor& weight, const 
     scalar_t* py = out.y.data<scalar_t>();
     const scalar_t* pr = ptr_or_null<scalar_t>(rc);
     const int64_t n = out.y.numel();
+    _Pragma("omp parallel for schedule(static) if (n > kParallelMin)")
     for (int64_t i = 0; i < n; ++i) {
       scalar_t v = pr ? static_cast<scalar_t>(py[i] + pr[i]) : py[i];
       py[i] = relu && !(v > scalar_t(0)) ? scalar_t(0) : v;
@@ -192,7 +193,9 @@ NormActBackward batch_norm_act_backward(const Tensor& g, const Tensor& y, const 
       const scalar_t* pg = gz.data<scalar_t>();
       const scalar_t* py = yc.data<scalar_t>();
       scalar_t* pm = masked.data<scalar_t>();
-      for (int64_t i = 0; i < masked.numel(); ++i) pm[i] = py[i] > scalar_t(0) ? pg[i] : scalar_t(0);
+      const int64_t n = masked.numel();
+      _Pragma("omp parallel for schedule(static) if (n > kParallelMin)")
+      for (int64_t i = 0; i < n; ++i) pm[i] = py[i] > scalar_t(0) ? pg[i] : scalar_t(0);
     });
     gz = masked;
   }
