@@ -2,6 +2,7 @@
 // Every differentiable op of siam: forward through kernels/, backward recorded on the tape.
 // nn/ and ssl/ are written against these functions only. Shapes follow PyTorch's
 // conventions; a negative dim counts from the end. Broadcasting follows NumPy rules.
+#include <array>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -164,6 +165,16 @@ Tensor nt_xent_fused(const Tensor& z, double temperature, const Tensor& positive
 // DINO's loss: student (crops B, K) logits, teacher (T B, K) logits and centre (K); ssl/losses.h.
 Tensor dino_loss_fused(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t crops,
                        double student_temp, double teacher_temp);
+// MoCo's InfoNCE: q, k (N, D), queue (K, D); gradients for every input that requires one.
+Tensor info_nce_fused(const Tensor& q, const Tensor& k, const Tensor& queue, double temperature);
+// BYOL (byol = true: sum of 2 - 2 cos) or SimSiam (-1/2 sum of mean cos) regression of the
+// predictions p1, p2 onto the stop-gradient targets z2, z1 (N, D); ssl/losses.h.
+Tensor cosine_regression_fused(const Tensor& p1, const Tensor& p2, const Tensor& z1, const Tensor& z2, bool byol);
+// VICReg on x, y (N, D): {loss, invariance, variance, covariance}, each differentiable.
+std::array<Tensor, 4> vicreg_loss_fused(const Tensor& x, const Tensor& y, double sim_coeff, double std_coeff,
+                                        double cov_coeff);
+// Barlow Twins on z1, z2 (N, D): {loss, on_diag, off_diag}, each differentiable.
+std::array<Tensor, 3> barlow_loss_fused(const Tensor& z1, const Tensor& z2, double lambda);
 
 // ---------------------------------------------------------------- fused optimizer updates
 // In place over lists of parameters, no autograd; the kernels/optim.h contracts.

@@ -1,5 +1,5 @@
-// The SSL losses. The composites are written from autograd ops only; the fused NT-Xent and
-// DINO losses are the autograd ops nt_xent_fused / dino_loss_fused (autograd/ops_ssl.cpp).
+// The SSL losses. The composites are written from autograd ops only; the fused losses are the
+// autograd ops *_fused (autograd/ops_ssl.cpp).
 // Inputs are validated here, once, for both versions.
 #include "ssl/losses.h"
 
@@ -137,13 +137,16 @@ Tensor positives_from_groups(const Tensor& group) {
   return from_vector(v, {m, m}, {DType::b8, group.device()});
 }
 
-Tensor info_nce(const Tensor& q, const Tensor& k, const Tensor& queue, double temperature) {
+Tensor info_nce(const Tensor& q, const Tensor& k, const Tensor& queue, double temperature, LossImpl impl) {
   require_like(q, k, "info_nce", "q", "k");
   require_matrix(queue, "info_nce", "queue");
   if (queue.size(1) != q.size(1) || queue.dtype() != q.dtype())
     fail("info_nce: queue must be (K, ", q.size(1), ") ", dtype_name(q.dtype()), " like the keys, got ",
          shape_str(queue.shape()), " ", dtype_name(queue.dtype()));
   require_positive(temperature, "info_nce", "temperature");
+  if (queue.device() != q.device())
+    fail("info_nce: queue is on ", queue.device().str(), " but q is on ", q.device().str());
+  if (impl == LossImpl::fused) return siam::info_nce_fused(q, k, queue, temperature);
   Tensor qn = normalize(q, 1), kn = normalize(k, 1);
   Tensor positive = sum(mul(qn, kn), {1}, true);               // (N, 1)
   Tensor negatives = matmul(qn, transpose(queue, 0, 1));        // (N, K)
@@ -153,10 +156,11 @@ Tensor info_nce(const Tensor& q, const Tensor& k, const Tensor& queue, double te
 
 // ---------------------------------------------------------------- distillation
 
-Tensor byol_loss(const Tensor& p1, const Tensor& p2, const Tensor& z1, const Tensor& z2) {
+Tensor byol_loss(const Tensor& p1, const Tensor& p2, const Tensor& z1, const Tensor& z2, LossImpl impl) {
   require_like(p1, p2, "byol_loss", "p1", "p2");
   require_like(p1, z1, "byol_loss", "p1", "z1");
   require_like(p1, z2, "byol_loss", "p1", "z2");
+  if (impl == LossImpl::fused) return siam::cosine_regression_fused(p1, p2, z1, z2, true);
   auto regression = [](const Tensor& p, const Tensor& z) {  // mean_b 2 - 2 cos(p_b, z_b)
     Tensor cos = sum(mul(normalize(p, 1), normalize(detach(z), 1)), {1});
     return mean(add(mul(cos, -2.0), 2.0));
@@ -164,10 +168,11 @@ Tensor byol_loss(const Tensor& p1, const Tensor& p2, const Tensor& z1, const Ten
   return add(regression(p1, z2), regression(p2, z1));
 }
 
-Tensor simsiam_loss(const Tensor& p1, const Tensor& p2, const Tensor& z1, const Tensor& z2) {
+Tensor simsiam_loss(const Tensor& p1, const Tensor& p2, const Tensor& z1, const Tensor& z2, LossImpl impl) {
   require_like(p1, p2, "simsiam_loss", "p1", "p2");
   require_like(p1, z1, "simsiam_loss", "p1", "z1");
   require_like(p1, z2, "simsiam_loss", "p1", "z2");
+  if (impl == LossImpl::fused) return siam::cosine_regression_fused(p1, p2, z1, z2, false);
   Tensor c1 = mean(cosine_similarity(p1, detach(z2), 1)), c2 = mean(cosine_similarity(p2, detach(z1), 1));
   return mul(add(c1, c2), -0.5);
 }
@@ -198,9 +203,14 @@ Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& cen
 
 // ---------------------------------------------------------------- redundancy reduction
 
-VicregLoss vicreg_loss(const Tensor& x, const Tensor& y, double sim_coeff, double std_coeff, double cov_coeff) {
+VicregLoss vicreg_loss(const Tensor& x, const Tensor& y, double sim_coeff, double std_coeff, double cov_coeff,
+                       LossImpl impl) {
   require_like(x, y, "vicreg_loss", "x", "y");
   require_batch(x, "vicreg_loss");
+  if (impl == LossImpl::fused) {
+    std::array<Tensor, 4> t = siam::vicreg_loss_fused(x, y, sim_coeff, std_coeff, cov_coeff);
+    return {t[0], t[1], t[2], t[3]};
+  }
   const int64_t n = x.size(0), d = x.size(1);
   VicregLoss r;
   r.invariance = mean(pow(sub(x, y), 2));
@@ -216,9 +226,13 @@ VicregLoss vicreg_loss(const Tensor& x, const Tensor& y, double sim_coeff, doubl
   return r;
 }
 
-BarlowLoss barlow_twins_loss(const Tensor& z1, const Tensor& z2, double lambda) {
+BarlowLoss barlow_twins_loss(const Tensor& z1, const Tensor& z2, double lambda, LossImpl impl) {
   require_like(z1, z2, "barlow_twins_loss", "z1", "z2");
   require_batch(z1, "barlow_twins_loss");
+  if (impl == LossImpl::fused) {
+    std::array<Tensor, 3> t = siam::barlow_loss_fused(z1, z2, lambda);
+    return {t[0], t[1], t[2]};
+  }
   const int64_t n = z1.size(0), d = z1.size(1);
   auto bn = [](const Tensor& z) { return batch_norm(z, Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5); };
   Tensor c = mul(matmul(transpose(bn(z1), 0, 1), bn(z2)), 1.0 / static_cast<double>(n));  // (D, D)

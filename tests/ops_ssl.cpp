@@ -1,6 +1,6 @@
 // SSL loss cases. PyTorch twins with the same names: tools/reference/cases_ssl.py, each written
 // as the official code computes it. A name ending in _composite runs the composite
-// implementation, the plain name the fused kernel (NT-Xent, DINO). Tolerances (f32 vs the f64
+// implementation, the plain name the fused kernel. Tolerances (f32 vs the f64
 // PyTorch reference):
 //  kFused - the fused kernels compute in double from the f32 inputs and round once.
 //  kChain - a chain of f32 ops (normalise, matmul, log-sum-exp, means), each rounding once;
@@ -51,6 +51,29 @@ OpFn dino(int64_t crops, double ts, double tt, LossImpl impl) {
   return [=](V x) { return ssl::dino_loss(x[0], x[1], x[2], crops, ts, tt, impl); };
 }
 
+OpFn infonce(double t, LossImpl impl) {
+  return [t, impl](V x) { return ssl::info_nce(x[0], x[1], x[2], t, impl); };
+}
+OpFn byol(LossImpl impl) {
+  return [impl](V x) { return ssl::byol_loss(x[0], x[1], x[2], x[3], impl); };
+}
+OpFn simsiam(LossImpl impl) {
+  return [impl](V x) { return ssl::simsiam_loss(x[0], x[1], x[2], x[3], impl); };
+}
+// Every term of the loss, so their gradients are checked too.
+OpFn vicreg_terms(LossImpl impl) {
+  return [impl](V x) {
+    ssl::VicregLoss r = ssl::vicreg_loss(x[0], x[1], 10.0, 5.0, 2.0, impl);
+    return stack({r.loss, r.invariance, r.variance, r.covariance}, 0);
+  };
+}
+OpFn barlow_terms(LossImpl impl) {
+  return [impl](V x) {
+    ssl::BarlowLoss r = ssl::barlow_twins_loss(x[0], x[1], 0.5, impl);
+    return stack({r.loss, r.on_diag, r.off_diag}, 0);
+  };
+}
+
 const LossImpl F = LossImpl::fused, C = LossImpl::composite;
 
 OpTable table({
@@ -63,11 +86,15 @@ OpTable table({
     fused("ntxent_mined", ntxent(0.3, F)),
     chain("ntxent_mined_composite", ntxent(0.3, C)),
 
-    chain("infonce_queue", [](V x) { return ssl::info_nce(x[0], x[1], x[2], 0.2); }),
-    chain("infonce_queue_warm", [](V x) { return ssl::info_nce(x[0], x[1], x[2], 1.0); }),
+    fused("infonce_queue", infonce(0.2, F)),
+    chain("infonce_queue_composite", infonce(0.2, C)),
+    fused("infonce_queue_warm", infonce(1.0, F)),
+    chain("infonce_queue_warm_composite", infonce(1.0, C)),
 
-    chain("byol_loss", [](V x) { return ssl::byol_loss(x[0], x[1], x[2], x[3]); }, {2, 3}),
-    chain("simsiam_loss", [](V x) { return ssl::simsiam_loss(x[0], x[1], x[2], x[3]); }, {2, 3}),
+    fused("byol_loss", byol(F), {2, 3}),
+    chain("byol_loss_composite", byol(C), {2, 3}),
+    fused("simsiam_loss", simsiam(F), {2, 3}),
+    chain("simsiam_loss_composite", simsiam(C), {2, 3}),
 
     fused("dino_loss_2crops", dino(2, 0.1, 0.04, F), {1, 2}),
     chain("dino_loss_2crops_composite", dino(2, 0.1, 0.04, C), {1, 2}),
@@ -82,18 +109,14 @@ OpTable table({
             layer.weight_v = x[2];
             return layer.forward(x[0]);
           }),
-    chain("vicreg_loss", [](V x) { return ssl::vicreg_loss(x[0], x[1]).loss; }),
-    chain("vicreg_terms",
-          [](V x) {
-            ssl::VicregLoss r = ssl::vicreg_loss(x[0], x[1], 10.0, 5.0, 2.0);
-            return stack({r.loss, r.invariance, r.variance, r.covariance}, 0);
-          }),
-    chain("barlow_loss", [](V x) { return ssl::barlow_twins_loss(x[0], x[1]).loss; }),
-    chain("barlow_terms",
-          [](V x) {
-            ssl::BarlowLoss r = ssl::barlow_twins_loss(x[0], x[1], 0.5);
-            return stack({r.loss, r.on_diag, r.off_diag}, 0);
-          }),
+    fused("vicreg_loss", [](V x) { return ssl::vicreg_loss(x[0], x[1], 25, 25, 1, F).loss; }),
+    chain("vicreg_loss_composite", [](V x) { return ssl::vicreg_loss(x[0], x[1], 25, 25, 1, C).loss; }),
+    fused("vicreg_terms", vicreg_terms(F)),
+    chain("vicreg_terms_composite", vicreg_terms(C)),
+    fused("barlow_loss", [](V x) { return ssl::barlow_twins_loss(x[0], x[1], 0.0051, F).loss; }),
+    chain("barlow_loss_composite", [](V x) { return ssl::barlow_twins_loss(x[0], x[1], 0.0051, C).loss; }),
+    fused("barlow_terms", barlow_terms(F)),
+    chain("barlow_terms_composite", barlow_terms(C)),
 });
 
 // ---------------------------------------------------------------- fused == composite

@@ -3,6 +3,8 @@
 // with SimCLR's pairs; DINO with 2 global + 6 local crops x 64 images x 65536 outputs; and odd
 // shapes around the tile and chunk edges. Inputs are strided views on the GPU (the kernels read
 // them in place) and contiguous on the CPU.
+// Below them, the same for InfoNCE, the BYOL / SimSiam cosine regression, VICReg and Barlow
+// Twins (their own tolerances are explained there).
 //
 // Tolerances: both sides compute every dot product, exponential and sum in double from the
 // same input values and round each output to the dtype once; only the summation order differs
@@ -223,6 +225,230 @@ TEST(CudaSslLoss, Deterministic) {
     for (const Tensor& t : {s.loss, s.lse, dz, d.loss, d.student_lse, d.teacher_lse, dx}) {
       std::vector<double> v = copy_to(t, Device::cpu(), DType::f64).to_vector();
       all.insert(all.end(), v.begin(), v.end());
+    }
+    runs.push_back(std::move(all));
+  }
+  EXPECT_TRUE(runs[0] == runs[1]) << "two runs on the same inputs differ";
+}
+
+// ================================================================ InfoNCE, BYOL / SimSiam, VICReg, Barlow
+// These kernels copy their inputs to f64 and send the GEMM-shaped parts to the f64 GEMM
+// (OpenBLAS on the CPU, cuBLASLt on the GPU), whose blocking orders a K-long sum differently:
+// the f64 intermediates then differ by up to about K eps |terms| (K <= 16384: ~1e-12 of the
+// terms' scale, and a covariance / gradient entry can be a cancellation of terms of the
+// tensor's scale). Hence f64 outputs to rtol 1e-11 plus 1e-12 of the tensor's largest value;
+// f32 outputs within 2 ulps after that (rtol 3e-7) plus 1e-9 of the largest value; bf16 as
+// above (one bf16 rounding of each output: rtol 2^-8, and 1e-6 of the largest value).
+Tol gemm_tol(DType dt) {
+  if (dt == DType::f64) return {1e-11, 1e-12};
+  if (dt == DType::bf16) return {3.92e-3, 1e-6};
+  return {3e-7, 1e-9};
+}
+
+// The CPU twin of a GPU dtype: bf16 runs in f64 on the CPU (same values, no bf16 CPU kernel).
+DType cpu_dtype(DType dt) { return dt == DType::bf16 ? DType::f64 : dt; }
+
+// (R, C) values with `dt` precision: the CPU copy (in cpu_dtype) and a strided GPU view.
+struct Pair {
+  Tensor cpu, gpu;
+};
+Pair pair_of(const Tensor& f64_values, DType dt) {
+  Tensor v = copy_to(f64_values, Device::cpu(), dt);  // rounded to dt once
+  return {copy_to(v, Device::cpu(), cpu_dtype(dt)), gpu_transposed_view(v, dt)};
+}
+
+std::string trace(const char* what, std::initializer_list<int64_t> dims, DType dt) {
+  std::string s = what;
+  for (int64_t d : dims) {
+    s += ' ';
+    s += std::to_string(d);
+  }
+  s += ", ";
+  s += dtype_name(dt);
+  return s;
+}
+
+void info_nce_case(int64_t n, int64_t d, int64_t k, double t, DType dt, uint64_t seed) {
+  SCOPED_TRACE(trace("InfoNCE N D K", {n, d, k}, dt));
+  Generator gen(seed);
+  Pair q = pair_of(randn({n, d}, gen, {DType::f64}), dt), key = pair_of(randn({n, d}, gen, {DType::f64}), dt);
+  Pair queue = pair_of(normalize(randn({k, d}, gen, {DType::f64}), 1), dt);
+  kernels::InfoNceSaved sc = kernels::info_nce_forward(q.cpu, key.cpu, queue.cpu, t);
+  kernels::InfoNceSaved sg = kernels::info_nce_forward(q.gpu, key.gpu, queue.gpu, t);
+  ASSERT_TRUE(sg.loss.device().is_cuda());
+  EXPECT_EQ(sg.loss.dtype(), dt);
+  EXPECT_TRUE(agree("loss", sg.loss, sc.loss, gemm_tol(dt)));
+  EXPECT_TRUE(agree("lse", sg.lse, sc.lse, gemm_tol(DType::f64)));
+  const double up = 0.7;
+  kernels::InfoNceGrads gc = kernels::info_nce_backward(full({}, up, {cpu_dtype(dt)}), q.cpu, key.cpu, queue.cpu, sc,
+                                                        t, {true, true, true});
+  kernels::InfoNceGrads gg = kernels::info_nce_backward(full({}, up, {dt, kGpu}), q.gpu, key.gpu, queue.gpu,
+                                                        {Tensor(), sg.lse}, t, {true, true, true});
+  EXPECT_TRUE(agree("dq", gg.dq, gc.dq, gemm_tol(dt)));
+  EXPECT_TRUE(agree("dk", gg.dk, gc.dk, gemm_tol(dt)));
+  EXPECT_TRUE(agree("dqueue", gg.dqueue, gc.dqueue, gemm_tol(dt)));
+  kernels::InfoNceGrads only_q = kernels::info_nce_backward(full({}, up, {dt, kGpu}), q.gpu, key.gpu, queue.gpu,
+                                                            {Tensor(), sg.lse}, t, {true, false, false});
+  EXPECT_FALSE(only_q.dk.defined());
+  EXPECT_FALSE(only_q.dqueue.defined());
+  EXPECT_TRUE(agree("dq (only)", only_q.dq, gc.dq, gemm_tol(dt)));
+}
+
+TEST(CudaSslLoss, InfoNceMatchesCpu) {
+  REQUIRE_GPU();
+  info_nce_case(2, 3, 1, 0.2, DType::f64, 51);
+  info_nce_case(33, 65, 1000, 0.07, DType::f32, 52);
+  info_nce_case(256, 128, 16384, 0.2, DType::f32, 53);  // MoCo v2's N x D, a quarter of its queue
+  info_nce_case(256, 128, 4096, 0.2, DType::f64, 54);
+  info_nce_case(64, 130, 4096, 0.2, DType::bf16, 55);
+}
+
+void cosine_case(int64_t n, int64_t d, DType dt, uint64_t seed, bool zero_rows = false) {
+  SCOPED_TRACE(trace("cosine N D", {n, d}, dt) + (zero_rows ? ", zero rows" : ""));
+  Generator gen(seed);
+  std::vector<Pair> x;
+  for (int i = 0; i < 4; ++i) {
+    Tensor v = randn({n, d}, gen, {DType::f64});
+    if (zero_rows && i == 1) fill_(narrow(v, 0, 0, 1), 0.0);  // p2's row 0: the clamped norm paths
+    x.push_back(pair_of(v, dt));
+  }
+  for (kernels::CosineMode mode : {kernels::CosineMode::byol, kernels::CosineMode::simsiam}) {
+    SCOPED_TRACE(mode == kernels::CosineMode::byol ? "byol" : "simsiam");
+    Tensor lc = kernels::cosine_regression_forward(x[0].cpu, x[1].cpu, x[2].cpu, x[3].cpu, mode);
+    Tensor lg = kernels::cosine_regression_forward(x[0].gpu, x[1].gpu, x[2].gpu, x[3].gpu, mode);
+    EXPECT_EQ(lg.dtype(), dt);
+    EXPECT_TRUE(agree("loss", lg, lc, gemm_tol(dt)));
+    std::array<Tensor, 2> gc = kernels::cosine_regression_backward(full({}, 1.3, {cpu_dtype(dt)}), x[0].cpu, x[1].cpu,
+                                                                   x[2].cpu, x[3].cpu, mode);
+    std::array<Tensor, 2> gg = kernels::cosine_regression_backward(full({}, 1.3, {dt, kGpu}), x[0].gpu, x[1].gpu,
+                                                                   x[2].gpu, x[3].gpu, mode);
+    EXPECT_TRUE(agree("dp1", gg[0], gc[0], gemm_tol(dt)));
+    EXPECT_TRUE(agree("dp2", gg[1], gc[1], gemm_tol(dt)));
+  }
+}
+
+TEST(CudaSslLoss, CosineRegressionMatchesCpu) {
+  REQUIRE_GPU();
+  cosine_case(2, 3, DType::f64, 61);
+  cosine_case(7, 13, DType::f64, 62, true);
+  cosine_case(256, 2048, DType::f32, 63);  // SimSiam's 2048-dim projections
+  cosine_case(512, 256, DType::f64, 64);   // BYOL's 256-dim
+  cosine_case(64, 257, DType::bf16, 65);
+}
+
+void vicreg_case(int64_t n, int64_t d, DType dt, uint64_t seed) {
+  SCOPED_TRACE(trace("VICReg N D", {n, d}, dt));
+  Generator gen(seed);
+  // Columns scaled 0.3 .. 2: the variance hinge is active for some dimensions only.
+  std::vector<double> s(d);
+  for (int64_t c = 0; c < d; ++c) s[c] = 0.3 + 1.7 * static_cast<double>(c) / static_cast<double>(d);
+  Tensor scale = from_vector(s, {1, d}, {DType::f64});
+  Tensor xv = mul(randn({n, d}, gen, {DType::f64}), scale);
+  Pair x = pair_of(xv, dt), y = pair_of(add(xv, mul(randn({n, d}, gen, {DType::f64}), 0.5)), dt);
+  for (kernels::VicregWeights w : {kernels::VicregWeights{25, 25, 1}, kernels::VicregWeights{0, 0, 1},
+                                   kernels::VicregWeights{0, 1, 0}}) {
+    SCOPED_TRACE("weights " + std::to_string(w.invariance) + " " + std::to_string(w.variance) + " " +
+                 std::to_string(w.covariance));
+    kernels::VicregTerms tc = kernels::vicreg_forward(x.cpu, y.cpu, w);
+    kernels::VicregTerms tg = kernels::vicreg_forward(x.gpu, y.gpu, w);
+    EXPECT_EQ(tg.loss.dtype(), dt);
+    EXPECT_TRUE(agree("loss", tg.loss, tc.loss, gemm_tol(dt)));
+    EXPECT_TRUE(agree("invariance", tg.invariance, tc.invariance, gemm_tol(dt)));
+    EXPECT_TRUE(agree("variance", tg.variance, tc.variance, gemm_tol(dt)));
+    EXPECT_TRUE(agree("covariance", tg.covariance, tc.covariance, gemm_tol(dt)));
+    std::array<Tensor, 2> gc = kernels::vicreg_backward(full({}, 0.7, {cpu_dtype(dt)}), x.cpu, y.cpu, w);
+    std::array<Tensor, 2> gg = kernels::vicreg_backward(full({}, 0.7, {dt, kGpu}), x.gpu, y.gpu, w);
+    EXPECT_TRUE(agree("dx", gg[0], gc[0], gemm_tol(dt)));
+    EXPECT_TRUE(agree("dy", gg[1], gc[1], gemm_tol(dt)));
+  }
+}
+
+TEST(CudaSslLoss, VicregMatchesCpu) {
+  REQUIRE_GPU();
+  vicreg_case(2, 3, DType::f64, 71);
+  vicreg_case(9, 7, DType::f32, 72);
+  vicreg_case(256, 512, DType::f64, 73);
+  vicreg_case(512, 2048, DType::f32, 74);
+  vicreg_case(64, 300, DType::bf16, 75);
+}
+
+void barlow_case(int64_t n, int64_t d, DType dt, uint64_t seed) {
+  SCOPED_TRACE(trace("Barlow N D", {n, d}, dt));
+  Generator gen(seed);
+  Tensor v = mul(randn({n, d}, gen, {DType::f64}), 1.5);
+  Pair z1 = pair_of(v, dt), z2 = pair_of(add(v, randn({n, d}, gen, {DType::f64})), dt);
+  for (double lambda : {0.0051, 0.5}) {
+    SCOPED_TRACE("lambda " + std::to_string(lambda));
+    kernels::BarlowTerms tc = kernels::barlow_forward(z1.cpu, z2.cpu, lambda);
+    kernels::BarlowTerms tg = kernels::barlow_forward(z1.gpu, z2.gpu, lambda);
+    EXPECT_EQ(tg.loss.dtype(), dt);
+    EXPECT_TRUE(agree("loss", tg.loss, tc.loss, gemm_tol(dt)));
+    EXPECT_TRUE(agree("on_diag", tg.on_diag, tc.on_diag, gemm_tol(dt)));
+    EXPECT_TRUE(agree("off_diag", tg.off_diag, tc.off_diag, gemm_tol(dt)));
+    for (auto [w_on, w_off] : std::vector<std::pair<double, double>>{{1.0, lambda}, {0.0, 1.0}}) {
+      std::array<Tensor, 2> gc = kernels::barlow_backward(full({}, 0.7, {cpu_dtype(dt)}), z1.cpu, z2.cpu, w_on, w_off);
+      std::array<Tensor, 2> gg = kernels::barlow_backward(full({}, 0.7, {dt, kGpu}), z1.gpu, z2.gpu, w_on, w_off);
+      EXPECT_TRUE(agree("dz1", gg[0], gc[0], gemm_tol(dt)));
+      EXPECT_TRUE(agree("dz2", gg[1], gc[1], gemm_tol(dt)));
+    }
+  }
+}
+
+TEST(CudaSslLoss, BarlowMatchesCpu) {
+  REQUIRE_GPU();
+  barlow_case(2, 3, DType::f64, 81);
+  barlow_case(9, 7, DType::f32, 82);
+  barlow_case(256, 512, DType::f64, 83);
+  barlow_case(512, 2048, DType::f32, 84);
+  barlow_case(64, 300, DType::bf16, 85);
+}
+
+// The autograd ops on CUDA tensors: the gradients land on the device, in the input dtype.
+TEST(CudaSslLoss, FusedOpsRunOnDevice) {
+  REQUIRE_GPU();
+  Generator gen(86);
+  auto leaf = [&](int64_t n, int64_t d) { return copy_to(randn({n, d}, gen), kGpu, DType::f32).requires_grad_(true); };
+  Tensor q = leaf(8, 16), k = leaf(8, 16), queue = leaf(32, 16);
+  Tensor x = leaf(8, 16), y = leaf(8, 16);
+  Tensor loss = add(add(info_nce_fused(q, k, queue, 0.2), cosine_regression_fused(x, y, k, q, true)),
+                    add(vicreg_loss_fused(x, y, 25, 25, 1)[0], barlow_loss_fused(x, y, 0.0051)[0]));
+  EXPECT_TRUE(loss.device().is_cuda());
+  autograd::backward(loss);
+  for (const Tensor& t : {q, k, queue, x, y}) {
+    ASSERT_TRUE(t.grad().defined());
+    EXPECT_TRUE(t.grad().device().is_cuda());
+    EXPECT_EQ(t.grad().dtype(), DType::f32);
+    for (double v : copy_to(t.grad(), Device::cpu(), DType::f64).to_vector()) ASSERT_TRUE(std::isfinite(v));
+  }
+}
+
+// Same inputs, same bits for the new kernels too: their own kernels have no atomics, and this
+// also checks that the f64 cuBLASLt GEMMs they call are reproducible run to run.
+TEST(CudaSslLoss, NewLossesDeterministic) {
+  REQUIRE_GPU();
+  Generator gen(87);
+  Tensor a = copy_to(randn({256, 512}, gen), kGpu, DType::f32), b = copy_to(randn({256, 512}, gen), kGpu, DType::f32);
+  Tensor queue = copy_to(randn({4096, 512}, gen), kGpu, DType::f32);
+  Tensor one = full({}, 1.0, {DType::f32, kGpu});
+  std::vector<std::vector<double>> runs;
+  for (int r = 0; r < 2; ++r) {
+    std::vector<Tensor> outs;
+    kernels::InfoNceSaved s = kernels::info_nce_forward(a, b, queue, 0.2);
+    kernels::InfoNceGrads g = kernels::info_nce_backward(one, a, b, queue, s, 0.2, {true, true, true});
+    outs.insert(outs.end(), {s.loss, s.lse, g.dq, g.dk, g.dqueue});
+    outs.push_back(kernels::cosine_regression_forward(a, b, b, a, kernels::CosineMode::simsiam));
+    for (const Tensor& t : kernels::cosine_regression_backward(one, a, b, b, a, kernels::CosineMode::simsiam))
+      outs.push_back(t);
+    kernels::VicregTerms v = kernels::vicreg_forward(a, b, {25, 25, 1});
+    outs.insert(outs.end(), {v.loss, v.invariance, v.variance, v.covariance});
+    for (const Tensor& t : kernels::vicreg_backward(one, a, b, {25, 25, 1})) outs.push_back(t);
+    kernels::BarlowTerms t3 = kernels::barlow_forward(a, b, 0.0051);
+    outs.insert(outs.end(), {t3.loss, t3.on_diag, t3.off_diag});
+    for (const Tensor& t : kernels::barlow_backward(one, a, b, 1.0, 0.0051)) outs.push_back(t);
+    std::vector<double> all;
+    for (const Tensor& t : outs) {
+      std::vector<double> v2 = copy_to(t, Device::cpu(), DType::f64).to_vector();
+      all.insert(all.end(), v2.begin(), v2.end());
     }
     runs.push_back(std::move(all));
   }
