@@ -256,29 +256,6 @@ void run_invariance(const InvarianceCommand& c, std::ostream& out) {
 
 // ---------------------------------------------------------------- view-emd
 
-std::pair<data::ImageSet, std::unique_ptr<data::PairGenerator>> make_pair_source(const Config& cfg) {
-  const std::string gen = cfg.get_string("pairs.generator");
-  const data::PairConfig pc = pair_config(cfg);
-  const int size = static_cast<int>(cfg.get_int("data.image_size"));
-  const data::DecodeOptions decode{.height = size, .width = size, .channels = static_cast<int>(cfg.get_int("data.channels"))};
-  if (gen == "temporal") {
-    data::VideoSet videos = data::load_video_folders(cfg.get_string("data.root"), decode);
-    return {videos.frames, std::make_unique<data::PairGenerator>(pc, videos)};
-  }
-  if (!cfg.get_string("pairs.list").empty()) {
-    data::PairList list = data::load_pair_list(cfg.get_string("pairs.list"), decode);
-    return {list.images, std::make_unique<data::PairGenerator>(pc, list)};
-  }
-  data::ImageSet images = load_train_set(cfg);
-  if (gen == "mined") {
-    const std::string& path = cfg.get_string("pairs.neighbours");
-    if (path.empty()) fail("config: pairs.generator = \"mined\" needs pairs.neighbours (a neighbour file)");
-    return {images, std::make_unique<data::PairGenerator>(pc, images, data::load_neighbours(path))};
-  }
-  auto g = std::make_unique<data::PairGenerator>(pc, images);
-  return {std::move(images), std::move(g)};
-}
-
 void run_view_emd(const ViewEmdCommand& c, std::ostream& out) {
   const auto t0 = Clock::now();
   CheckpointInput in = c.input;

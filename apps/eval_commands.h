@@ -98,10 +98,6 @@ struct PreviewCommand {
 };
 void run_preview(const PreviewCommand& c, std::ostream& out);
 
-// The training images and pair generator a resolved config describes, as `siam pretrain`
-// builds them but without the kNN monitor's held-out split.
-std::pair<data::ImageSet, std::unique_ptr<data::PairGenerator>> make_pair_source(const Config& cfg);
-
 // Registers every command above on the CLI.
 void add_eval_commands(CLI::App& app);
 

@@ -32,45 +32,10 @@ namespace {
 constexpr uint64_t kDropoutOffset = uint64_t{1} << 60;
 
 // Rows `idx` of a set, copied.
-data::ImageSet subset(const data::ImageSet& s, const std::vector<int64_t>& idx) {
-  data::ImageSet out = s;
-  const int64_t n = static_cast<int64_t>(idx.size());
-  const int64_t row = s.height() * s.width() * s.channels();
-  out.images = empty({n, s.height(), s.width(), s.channels()}, {DType::u8});
-  out.labels = empty({n}, {DType::i64});
-  const Tensor src = contiguous(s.images), lab = contiguous(s.labels);
-  for (int64_t i = 0; i < n; ++i) {
-    std::memcpy(out.images.data<uint8_t>() + i * row, src.data<uint8_t>() + idx[i] * row, row);
-    out.labels.data<int64_t>()[i] = lab.data<int64_t>()[idx[i]];
-  }
-  return out;
-}
 
 // Neighbour lists over the full training set, re-indexed to the images kept for training
 // (keep[new] = old). A neighbour that was held out becomes the anchor itself with similarity
 // -inf, which the mined generator never picks.
-data::Neighbours remap_neighbours(const data::Neighbours& nb, const std::vector<int64_t>& keep, int64_t n_all,
-                                  const std::string& path) {
-  if (nb.indices.dim() != 2 || nb.indices.size(0) != n_all)
-    fail(path, ": the neighbour lists cover ", nb.indices.dim() == 2 ? nb.indices.size(0) : 0,
-         " images, but the training set (data.limit applied) has ", n_all);
-  std::vector<int64_t> to_new(n_all, -1);
-  for (size_t i = 0; i < keep.size(); ++i) to_new[keep[i]] = static_cast<int64_t>(i);
-  const int64_t k = nb.indices.size(1);
-  data::Neighbours out{empty({static_cast<int64_t>(keep.size()), k}, {DType::i64}),
-                       empty({static_cast<int64_t>(keep.size()), k}, {DType::f32})};
-  const Tensor idx = contiguous(nb.indices), sim = contiguous(copy_to(nb.similarities, Device::cpu(), DType::f32));
-  for (size_t i = 0; i < keep.size(); ++i)
-    for (int64_t j = 0; j < k; ++j) {
-      const int64_t old = idx.data<int64_t>()[keep[i] * k + j];
-      const bool usable = old >= 0 && old < n_all && to_new[old] >= 0;
-      out.indices.data<int64_t>()[i * k + j] = usable ? to_new[old] : static_cast<int64_t>(i);
-      out.similarities.data<float>()[i * k + j] =
-          usable ? sim.data<float>()[keep[i] * k + j] : -std::numeric_limits<float>::infinity();
-    }
-  return out;
-}
-
 std::string duration_str(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
   const int64_t s = std::llround(seconds);
@@ -194,28 +159,11 @@ Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
   if (precision_.compute == DType::bf16 && device_.is_cpu())
     fail("config: run.precision = \"bf16\" needs a GPU (the CPU kernels compute in f32); the run is on the CPU: ",
          cuda::available() ? std::string("run.device = \"cpu\"") : cuda::unavailable_reason());
-  const std::string gen = cfg_.get_string("pairs.generator");
   const int64_t batch = cfg_.get_int("run.batch_size");
   const bool monitor = cfg_.get_int("run.knn_every") > 0;
-  const data::PairConfig pc = pair_config(cfg_);
-  const int size = static_cast<int>(cfg_.get_int("data.image_size"));
-  const data::DecodeOptions decode{.height = size, .width = size, .channels = static_cast<int>(cfg_.get_int("data.channels"))};
-
-  data::ImageSet images;
-  std::optional<data::PairGenerator> generator;
-  if (gen == "temporal") {
-    data::VideoSet videos = data::load_video_folders(cfg_.get_string("data.root"), decode);
-    images = videos.frames;
-    generator.emplace(pc, videos);
-  } else if (!cfg_.get_string("pairs.list").empty()) {
-    data::PairList list = data::load_pair_list(cfg_.get_string("pairs.list"), decode);
-    images = list.images;
-    generator.emplace(pc, list);
-  } else {
-    const data::ImageSet all = load_train_set(cfg_);
-    std::vector<int64_t> keep(all.size());
-    for (int64_t i = 0; i < all.size(); ++i) keep[i] = i;
-    if (monitor) {
+  TrainSplit split;
+  if (monitor)
+    split = [&](const data::ImageSet& all) {
       // The monitor holds out the last labelled images and votes with the first ones.
       const Tensor labels = contiguous(all.labels);
       std::vector<int64_t> labelled;
@@ -233,20 +181,14 @@ Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
       bank_ = subset(all, bank_idx);
       std::vector<bool> is_held(all.size(), false);
       for (int64_t i : held_idx) is_held[i] = true;
-      keep.clear();
+      std::vector<int64_t> keep;
       for (int64_t i = 0; i < all.size(); ++i)
         if (!is_held[i]) keep.push_back(i);
-      images = subset(all, keep);
-    } else {
-      images = all;
-    }
-    if (gen == "mined") {
-      const std::string& path = cfg_.get_string("pairs.neighbours");
-      generator.emplace(pc, images, remap_neighbours(data::load_neighbours(path), keep, all.size(), path));
-    } else {
-      generator.emplace(pc, images);
-    }
-  }
+      return keep;
+    };
+  PairSource source = make_pair_source(cfg_, split);
+  data::ImageSet images = std::move(source.images);
+  std::optional<data::PairGenerator>& generator = source.generator;
   train_images_ = images.size();
   const Device view_device = cfg_.get_string("data.device") == "cuda" ? device_ : Device::cpu();
   if (cfg_.get_string("data.device") == "cuda" && device_.is_cpu())

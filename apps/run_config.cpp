@@ -5,6 +5,8 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <filesystem>
 #include <iostream>
 #include <mutex>
@@ -414,11 +416,12 @@ void resolve_defaults(Config& cfg) {
   if (gen == "multicrop" && method != "dino")
     fail("config: pairs.generator = \"multicrop\" feeds 2 + local crops, which only dino takes; method.name is '",
          method, "'");
+  // A ViT takes local crops of any side that is a multiple of its patch (its position
+  // embedding is resized to their patch grid, nn::ViT::tokens).
   if (gen == "multicrop" && arch.rfind("vit", 0) == 0 && cfg.get_int("pairs.local_crops") > 0 &&
-      cfg.get_int("pairs.local_size") != cfg.get_int("backbone.image_size"))
-    fail("config: a ViT takes every crop at backbone.image_size (", cfg.get_int("backbone.image_size"),
-         ": its position embedding is not interpolated), but pairs.local_size is ", cfg.get_int("pairs.local_size"),
-         "; set pairs.local_crops = 0 or use a ResNet");
+      cfg.get_int("backbone.patch") > 0 && cfg.get_int("pairs.local_size") % cfg.get_int("backbone.patch") != 0)
+    fail("config: a ViT cuts every crop into backbone.patch (", cfg.get_int("backbone.patch"),
+         ") pixel patches, so pairs.local_size must be a multiple of it, got ", cfg.get_int("pairs.local_size"));
   if (gen == "mined" && cfg.get_string("pairs.neighbours").empty())
     fail("config: pairs.generator = \"mined\" needs pairs.neighbours (a neighbour file of the training images)");
   if (gen == "temporal" && dataset != "folder")
@@ -793,6 +796,82 @@ LoadedBackbone load_backbone(const std::string& path) {
   b.module->eval();
   out.module = b.module;
   out.feature_dim = b.feature_dim;
+  return out;
+}
+
+// ---------------------------------------------------------------- pair sources
+
+data::ImageSet subset(const data::ImageSet& s, const std::vector<int64_t>& idx) {
+  data::ImageSet out = s;
+  const int64_t n = static_cast<int64_t>(idx.size());
+  const int64_t row = s.height() * s.width() * s.channels();
+  out.images = empty({n, s.height(), s.width(), s.channels()}, {DType::u8});
+  out.labels = empty({n}, {DType::i64});
+  const Tensor src = contiguous(s.images), lab = contiguous(s.labels);
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(out.images.data<uint8_t>() + i * row, src.data<uint8_t>() + idx[i] * row, row);
+    out.labels.data<int64_t>()[i] = lab.data<int64_t>()[idx[i]];
+  }
+  return out;
+}
+
+static data::Neighbours remap_neighbours(const data::Neighbours& nb, const std::vector<int64_t>& keep, int64_t n_all,
+                                         const std::string& path) {
+  if (nb.indices.dim() != 2 || nb.indices.size(0) != n_all)
+    fail(path, ": the neighbour lists cover ", nb.indices.dim() == 2 ? nb.indices.size(0) : 0,
+         " images, but the training set (data.limit applied) has ", n_all);
+  std::vector<int64_t> to_new(n_all, -1);
+  for (size_t i = 0; i < keep.size(); ++i) to_new[keep[i]] = static_cast<int64_t>(i);
+  const int64_t k = nb.indices.size(1);
+  data::Neighbours out{empty({static_cast<int64_t>(keep.size()), k}, {DType::i64}),
+                       empty({static_cast<int64_t>(keep.size()), k}, {DType::f32})};
+  const Tensor idx = contiguous(nb.indices), sim = contiguous(copy_to(nb.similarities, Device::cpu(), DType::f32));
+  for (size_t i = 0; i < keep.size(); ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t old = idx.data<int64_t>()[keep[i] * k + j];
+      const bool usable = old >= 0 && old < n_all && to_new[old] >= 0;
+      out.indices.data<int64_t>()[i * k + j] = usable ? to_new[old] : static_cast<int64_t>(i);
+      out.similarities.data<float>()[i * k + j] =
+          usable ? sim.data<float>()[keep[i] * k + j] : -std::numeric_limits<float>::infinity();
+    }
+  return out;
+}
+
+PairSource make_pair_source(const Config& cfg, const TrainSplit& keep) {
+  const std::string gen = cfg.get_string("pairs.generator");
+  const data::PairConfig pc = pair_config(cfg);
+  const int size = static_cast<int>(cfg.get_int("data.image_size"));
+  const data::DecodeOptions decode{.height = size, .width = size, .channels = static_cast<int>(cfg.get_int("data.channels"))};
+  PairSource out;
+  if (gen == "temporal") {
+    data::VideoSet videos = data::load_video_folders(cfg.get_string("data.root"), decode);
+    out.images = videos.frames;
+    out.generator.emplace(pc, videos);
+    return out;
+  }
+  if (!cfg.get_string("pairs.list").empty()) {
+    data::PairList list = data::load_pair_list(cfg.get_string("pairs.list"), decode);
+    out.images = list.images;
+    out.generator.emplace(pc, list);
+    return out;
+  }
+  const data::ImageSet all = load_train_set(cfg);
+  std::vector<int64_t> kept;
+  if (keep) {
+    kept = keep(all);
+    out.images = subset(all, kept);
+  } else {
+    kept.resize(static_cast<size_t>(all.size()));
+    for (int64_t i = 0; i < all.size(); ++i) kept[static_cast<size_t>(i)] = i;
+    out.images = all;
+  }
+  if (gen == "mined") {
+    const std::string& path = cfg.get_string("pairs.neighbours");
+    if (path.empty()) fail("config: pairs.generator = \"mined\" needs pairs.neighbours (a neighbour file) or pairs.mine_from");
+    out.generator.emplace(pc, out.images, remap_neighbours(data::load_neighbours(path), kept, all.size(), path));
+  } else {
+    out.generator.emplace(pc, out.images);
+  }
   return out;
 }
 

@@ -10,7 +10,9 @@
 // "auto", 0 or -1 (or an empty list), and resolve_defaults() replaces them by the values
 // they stand for, so the config text stored in a run's folder and checkpoints is explicit.
 // Keys of methods other than the chosen one are validated like any other and ignored.
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,6 +70,22 @@ ClipRecipe clip_recipe(const Config& cfg);
 std::vector<data::AugmentConfig> augment_views(const Config& cfg);
 // The pair generator's config (kind, views, seed, overlap, semantic and mined settings).
 data::PairConfig pair_config(const Config& cfg);
+
+// The images a pair generator draws from and the generator, as [data] and [pairs] describe them:
+// video folders for temporal pairs, a curated pair list (pairs.list), or the training set, with
+// the neighbour file pairs.neighbours for mined pairs. keep, when given, picks which training
+// images the generator uses (the pretrain kNN monitor holds some out); mined neighbour lists are
+// renumbered to match, and a neighbour outside the kept images is dropped. `siam pretrain`,
+// `siam preview` and `siam view-emd` all build their pairs here.
+// The images idx picks from s, in that order, with their labels.
+data::ImageSet subset(const data::ImageSet& s, const std::vector<int64_t>& idx);
+
+struct PairSource {
+  data::ImageSet images;
+  std::optional<data::PairGenerator> generator;
+};
+using TrainSplit = std::function<std::vector<int64_t>(const data::ImageSet& all)>;
+PairSource make_pair_source(const Config& cfg, const TrainSplit& keep = {});
 
 // Where the run writes: run.output (--output sets it), else runs/<run.name>.
 std::string run_folder(const Config& cfg);

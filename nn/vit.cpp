@@ -42,8 +42,9 @@ ViT::ViT(const ViTConfig& cfg) : cfg_(cfg) {
   cls_token_ = register_parameter("cls_token", zeros({1, 1, dim_}));
   pos_embed_ = register_parameter("pos_embed", zeros({1, patch_embed_->num_patches + 1, dim_}));
   auto blocks = std::make_shared<Sequential>();
-  const int depth = 12;
-  for (int i = 0; i < depth; ++i) {
+  if (cfg.depth < 1) fail("ViT: depth must be >= 1, got ", cfg.depth);
+  const int64_t depth = cfg.depth;
+  for (int64_t i = 0; i < depth; ++i) {
     double dp = depth > 1 ? cfg.drop_path * i / (depth - 1) : 0.0;
     auto b = std::make_shared<Block>(dim_, heads, cfg.mlp_ratio, dp);
     blocks->push_back(b);
@@ -67,11 +68,37 @@ ViT::ViT(const ViTConfig& cfg) : cfg_(cfg) {
   }
 }
 
+std::string ViT::describe() const {
+  return "ViT-" + cfg_.size + "/" + std::to_string(cfg_.patch) + " (image_size " + std::to_string(cfg_.image_size) +
+         ")";
+}
+
+Tensor ViT::resize_pos_embed(const Tensor& pos_embed, int64_t gh, int64_t gw) {
+  const int64_t g = pos_embed.dim() == 3 && pos_embed.size(1) >= 1
+                        ? std::lround(std::sqrt(static_cast<double>(pos_embed.size(1) - 1)))
+                        : -1;
+  if (pos_embed.dim() != 3 || pos_embed.size(0) != 1 || g * g + 1 != pos_embed.size(1))
+    fail("ViT: pos_embed of shape ", shape_str(pos_embed.shape()), " is not (1, 1 + g*g, dim)");
+  if (gh < 1 || gw < 1) fail("ViT: cannot resize the position embedding to a ", gh, "x", gw, " patch grid");
+  const int64_t dim = pos_embed.size(2);
+  Tensor grid = permute(reshape(slice(pos_embed, 1, 1, 1 + g * g), {1, g, g, dim}), {0, 3, 1, 2});  // (1, dim, g, g)
+  Tensor resized = interpolate_bicubic(contiguous(grid), gh, gw, false);                           // (1, dim, gh, gw)
+  Tensor flat = reshape(permute(resized, {0, 2, 3, 1}), {1, gh * gw, dim});
+  return cat({slice(pos_embed, 1, 0, 1), flat}, 1);
+}
+
 Tensor ViT::tokens(const Tensor& x) {
-  Tensor t = patch_embed_->forward(x);  // (N, L, dim)
+  // x: (N, C, H, W). PatchEmbed::forward insists on image_size; its convolution does not.
+  const int64_t p = cfg_.patch;
+  if (x.dim() != 4 || x.size(1) != cfg_.in_channels || x.size(2) < p || x.size(3) < p || x.size(2) % p ||
+      x.size(3) % p)
+    fail(describe(), ": expected input (N, ", cfg_.in_channels, ", H, W) with H and W positive multiples of the patch ",
+         p, ", got ", shape_str(x.shape()));
+  const int64_t gh = x.size(2) / p, gw = x.size(3) / p, g = cfg_.image_size / p;
+  Tensor t = transpose(flatten(patch_embed_->proj->forward(x), 2), 1, 2);  // (N, gh gw, dim), as PatchEmbed
   int64_t n = t.size(0);
   t = cat({expand(cls_token_, {n, 1, dim_}), t}, 1);
-  t = add(t, pos_embed_);
+  t = add(t, gh == g && gw == g ? pos_embed_ : resize_pos_embed(pos_embed_, gh, gw));
   for (auto& b : blocks_) t = b->forward(t);
   return norm_->forward(t);
 }
@@ -87,16 +114,11 @@ void ViT::load_state_dict_resized(std::map<std::string, Tensor> sd, bool strict)
   auto it = sd.find("pos_embed");
   if (it != sd.end() && it->second.shape() != pos_embed_.shape()) {
     const Tensor& src = it->second;  // (1, 1 + g*g, dim)
-    int64_t old_grid = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(src.size(1) - 1))));
-    if (src.dim() != 3 || old_grid * old_grid + 1 != src.size(1) || src.size(2) != dim_)
+    if (src.dim() != 3 || src.size(2) != dim_)
       fail("ViT: pos_embed of shape ", shape_str(src.shape()), " is not (1, 1 + g*g, ", dim_, ")");
     int64_t new_grid = cfg_.image_size / cfg_.patch;
     NoGradGuard ng;
-    Tensor s = siam::to(src, pos_embed_.dtype());
-    Tensor grid = permute(reshape(slice(s, 1, 1, s.size(1)), {1, old_grid, old_grid, dim_}), {0, 3, 1, 2});
-    Tensor resized = interpolate_bicubic(contiguous(grid), new_grid, new_grid, false);
-    Tensor flat = reshape(permute(resized, {0, 2, 3, 1}), {1, new_grid * new_grid, dim_});
-    it->second = cat({slice(s, 1, 0, 1), flat}, 1);
+    it->second = resize_pos_embed(siam::to(src, pos_embed_.dtype()), new_grid, new_grid);
   }
   load_state_dict(sd, strict);
 }

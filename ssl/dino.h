@@ -3,8 +3,9 @@
 // centred, sharpened output of an EMA teacher across multi-crop views. views = the global crops
 // (cfg.global_crops of them, seen by the teacher and the student) followed by the local crops
 // (student only). Consecutive views of one size go through the backbone together, as the
-// official MultiCropWrapper does. A ViT backbone needs every crop at its image_size (no
-// position-embedding interpolation for local crops yet); a ResNet takes any crop size.
+// official MultiCropWrapper does. A ResNet takes any crop size; a ViT any whose sides are
+// multiples of its patch: smaller local crops get its position embedding resized to their patch
+// grid (nn::ViT::tokens, DINO's interpolate_pos_encoding).
 #include "nn/ema.h"
 #include "ssl/heads.h"
 #include "ssl/losses.h"

@@ -10,9 +10,11 @@
 #include <functional>
 #include <memory>
 
+#include "autograd/gradcheck.h"
 #include "nn/resnet.h"
 #include "nn/vit.h"
 #include "tensor/safetensors.h"
+#include "test_util.h"
 
 using namespace siam;
 
@@ -166,4 +168,113 @@ TEST(Models, ViTPositionEmbeddingIsResizedOnLoad) {
   // The class token's embedding is carried over unchanged.
   Tensor a = select(sd.at("pos_embed"), 1, 0), b = select(big.state_dict().at("pos_embed"), 1, 0);
   EXPECT_EQ(a.to_vector(), b.to_vector());
+}
+
+// ---------------------------------------------------------------- ViT on other image sizes
+
+namespace {
+
+// gen_models.py's vit_tiny_d2_patch4_32_*: ViT-Tiny width (192, 3 heads), 2 blocks, made for
+// 32 px with patch 4 (an 8x8 position-embedding grid).
+std::unique_ptr<nn::ViT> tiny_vit_32(int64_t depth = 2, int64_t classes = 10) {
+  return std::make_unique<nn::ViT>(
+      nn::ViTConfig{.size = "tiny", .patch = 4, .image_size = 32, .num_classes = classes, .depth = depth});
+}
+
+}  // namespace
+
+// The position embedding resized to a 4x4 grid (16 px) and a 10x6 grid (40x24 px: one side
+// up, one down) against PyTorch's F.interpolate(..., size=(gh, gw), mode="bicubic",
+// align_corners=False); every parameter gradient, pos_embed and patch_embed.proj included,
+// flows back through the interpolation. Tolerances as for the other models (check_f64_and_f32):
+// f64 to rounding; f32 within 3x PyTorch's own f32-vs-f64 deviation, floor 1e-5 (the fixtures
+// record ~1e-6 for both: two blocks amplify f32 rounding little).
+TEST(Models, ViTInterpolatesPositionEmbeddingLikeDino) {
+  check_f64_and_f32([] { return tiny_vit_32(); }, "vit_tiny_d2_patch4_32_at_16");
+  check_f64_and_f32([] { return tiny_vit_32(); }, "vit_tiny_d2_patch4_32_at_40x24");
+}
+
+// At image_size the forward is the one without interpolation, written out here from the
+// model's own modules: outputs and gradients are bit-identical.
+TEST(Models, ViTAtItsImageSizeTakesThePathWithoutInterpolation) {
+  nn::init_generator().set_state(77, 0);
+  auto vit = tiny_vit_32();
+  std::map<std::string, std::shared_ptr<nn::Module>> kids;
+  for (auto& [name, m] : vit->named_children()) kids[name] = m;
+  std::map<std::string, Tensor> sd = vit->state_dict();
+  Tensor x = randn({2, 3, 32, 32});
+  Tensor out = vit->forward(x);
+  autograd::backward(out, ones(out.shape()));
+  std::map<std::string, std::vector<double>> grads;
+  for (auto& [name, p] : vit->named_parameters()) grads[name] = p.grad().to_vector();
+  vit->zero_grad();
+
+  Tensor t = kids.at("patch_embed")->forward(x);  // PatchEmbed::forward, which insists on 32x32
+  t = cat({expand(sd.at("cls_token"), {2, 1, 192}), t}, 1);
+  t = add(t, sd.at("pos_embed"));
+  t = kids.at("norm")->forward(kids.at("blocks")->forward(t));
+  Tensor want = kids.at("head")->forward(select(t, 1, 0));
+  EXPECT_EQ(out.to_vector(), want.to_vector());
+  autograd::backward(want, ones(want.shape()));
+  for (auto& [name, p] : vit->named_parameters()) EXPECT_EQ(grads.at(name), p.grad().to_vector()) << name;
+}
+
+// f64 finite differences through the interpolated path: resize_pos_embed on its own (square
+// and non-square grids, up and down), then a one-block ViT made for 16 px run on 8x12 px, with
+// respect to its input and to its pos_embed parameter.
+TEST(Models, ViTInterpolatedPathPassesGradcheck) {
+  Generator gen(5);
+  Tensor pe = randn({1, 1 + 9, 3}, gen, {DType::f64});
+  for (auto [gh, gw] : {std::pair<int64_t, int64_t>{2, 5}, {4, 4}, {1, 1}, {5, 3}}) {
+    auto resize = [gh, gw](const std::vector<Tensor>& in) { return nn::ViT::resize_pos_embed(in[0], gh, gw); };
+    GradcheckResult r = gradcheck(resize, {pe}, randn({1, 1 + gh * gw, 3}, gen, {DType::f64}));
+    EXPECT_TRUE(r.ok) << gh << "x" << gw << ":\n" << r.report;
+  }
+
+  nn::init_generator().set_state(78, 0);
+  nn::ViT vit({.size = "tiny", .patch = 4, .image_size = 16, .num_classes = 0, .depth = 1});
+  vit.to(DType::f64);
+  Tensor x = randn({1, 3, 8, 12}, gen, {DType::f64});  // a 2x3 grid; the embedding's is 4x4
+  Tensor gout = randn({1, 192}, gen, {DType::f64});
+  GradcheckResult r = gradcheck([&](const std::vector<Tensor>& in) { return vit.forward(in[0]); }, {x}, gout);
+  EXPECT_TRUE(r.ok) << r.report;
+
+  // pos_embed: backward() against central differences of sum(forward * gout), on every 7th element.
+  vit.zero_grad();
+  autograd::backward(vit.forward(x), gout);
+  Tensor p = vit.state_dict().at("pos_embed");
+  std::vector<double> analytic = p.grad().to_vector();
+  auto loss = [&] {
+    NoGradGuard ng;
+    return sum(mul(vit.forward(x), gout)).item();
+  };
+  const double eps = 1e-6;
+  double* v = p.data<double>();
+  int checked = 0;
+  for (int64_t k = 0; k < p.numel(); k += 7) {
+    const double keep = v[k];
+    v[k] = keep + eps;
+    const double lp = loss();
+    v[k] = keep - eps;
+    const double lm = loss();
+    v[k] = keep;
+    const double numeric = (lp - lm) / (2 * eps);
+    ASSERT_NEAR(analytic[static_cast<size_t>(k)], numeric, 1e-6 + 1e-4 * std::abs(numeric))
+        << "pos_embed element " << k;
+    ++checked;
+  }
+  EXPECT_GT(checked, 400);
+}
+
+TEST(Models, ViTInputErrorsNameTheModelAndTheShapes) {
+  auto vit = tiny_vit_32(1);
+  test::expect_error([&] { vit->forward(zeros({2, 3, 18, 16})); },
+                     "ViT-tiny/4 (image_size 32): expected input (N, 3, H, W) with H and W positive multiples of the "
+                     "patch 4, got [2, 3, 18, 16]");
+  test::expect_error([&] { vit->forward(zeros({2, 1, 16, 16})); }, "got [2, 1, 16, 16]");
+  test::expect_error([&] { vit->forward(zeros({3, 16, 16})); }, "got [3, 16, 16]");
+  test::expect_error([&] { nn::ViT::resize_pos_embed(zeros({1, 11, 4}), 2, 2); },
+                     "ViT: pos_embed of shape [1, 11, 4] is not (1, 1 + g*g, dim)");
+  test::expect_error([] { nn::ViT({.size = "tiny", .depth = 0}); }, "ViT: depth must be >= 1, got 0");
+  EXPECT_EQ(vit->forward(zeros({2, 3, 4, 12})).shape(), (Shape{2, 10}));  // a 1x3 grid
 }

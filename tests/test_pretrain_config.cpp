@@ -224,7 +224,8 @@ TEST(PretrainConfig, ImpossibleSettingsAreClearErrors) {
       {{"pairs.generator=multicrop"}, "only dino takes"},
       {{"pairs.generator=temporal"}, "data.dataset must be 'folder'"},
       {{"pairs.generator=mined"}, "needs pairs.neighbours"},
-      {{"method.name=dino", "backbone.arch=vit_tiny", "backbone.patch=4"}, "a ViT takes every crop at backbone.image_size"},
+      {{"method.name=dino", "backbone.arch=vit_tiny", "backbone.patch=4", "pairs.local_size=10"},
+       "pairs.local_size must be a multiple of it, got 10"},
       {{"backbone.arch=vit_tiny", "backbone.image_size=32"}, "must equal augment.crop_size"},
       {{"data.heldout=0"}, "run.knn_every > 0 needs held-out images"},
       {{"optimizer.name=adam"}, "optimizer.name must be one of sgd, lars, adamw"},
@@ -234,6 +235,8 @@ TEST(PretrainConfig, ImpossibleSettingsAreClearErrors) {
     std::string e = error_of([&] { resolved(c.sets); });
     EXPECT_NE(e.find(c.phrase), std::string::npos) << c.sets[0] << ": " << e;
   }
+  // DINO's local crops (12 px of 28 by default) reach a ViT at their own size (patch 4 divides 12).
+  EXPECT_NO_THROW(resolved({"method.name=dino", "backbone.arch=vit_tiny", "backbone.patch=4"}));
   if (cuda::available()) {
     EXPECT_EQ(resolve_device(resolved({"run.device=cuda"})), Device::cuda(0));
     EXPECT_EQ(resolve_device(resolved({})), Device::cuda(0));

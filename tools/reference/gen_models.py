@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Writes whole-model fixtures: torchvision ResNets and a timm-named ViT-S/16.
+"""Writes whole-model fixtures: torchvision ResNets, a timm-named ViT-S/16, and a small ViT
+run on inputs whose patch grid differs from its position embedding's (interpolated).
 
-Usage: gen_models.py OUT_DIR
+Usage: gen_models.py OUT_DIR [MODEL ...]   (no MODEL: all of them)
 
 Weights are not stored: both sides fill every parameter and buffer from the formula in
 formula() (tests/test_models.cpp has its twin), so a fixture holds only the input, the
@@ -17,6 +18,7 @@ import zlib
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -106,7 +108,12 @@ class PatchEmbed(nn.Module):
 
 
 class ViT(nn.Module):
-    """timm's VisionTransformer (class token, learned position embedding, pre-norm), same names."""
+    """timm's VisionTransformer (class token, learned position embedding, pre-norm), same names.
+
+    An input whose patch grid is not the position embedding's gets the embedding's patch part
+    resized by bicubic interpolation to the input's grid (DINO's interpolate_pos_encoding, with
+    size= as DINOv2 does with interpolate_offset = 0); nn/vit.cpp does the same.
+    """
 
     def __init__(self, image, patch=16, dim=384, depth=12, heads=6, classes=1000):
         super().__init__()
@@ -117,9 +124,20 @@ class ViT(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, classes)
 
+    def pos_embed_for(self, h, w):
+        p = self.patch_embed.proj.kernel_size[0]
+        gh, gw, g = h // p, w // p, int(math.sqrt(self.pos_embed.shape[1] - 1))
+        if (gh, gw) == (g, g):
+            return self.pos_embed
+        dim = self.pos_embed.shape[2]
+        grid = self.pos_embed[:, 1:].reshape(1, g, g, dim).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+        return torch.cat([self.pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, gh * gw, dim)], 1)
+
     def forward(self, x):
+        pos_embed = self.pos_embed_for(x.shape[2], x.shape[3])
         x = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + pos_embed
         return self.head(self.norm(self.blocks(x))[:, 0])
 
 
@@ -134,6 +152,12 @@ MODELS = {
     "resnet50": (lambda: torchvision.models.resnet50(), (2, 3, 128, 128)),
     "resnet18_small_gray": (small_resnet18, (4, 1, 28, 28)),
     "vit_small_patch16_64": (lambda: ViT(64), (2, 3, 64, 64)),
+    # A ViT-Tiny width (192, 3 heads) with 2 blocks, made for 32 px with patch 4 (an 8x8 grid),
+    # run on a smaller input (4x4 grid) and on a non-square one (10x6: one side up, one down).
+    "vit_tiny_d2_patch4_32_at_16": (lambda: ViT(32, patch=4, dim=192, depth=2, heads=3, classes=10),
+                                    (2, 3, 16, 16)),
+    "vit_tiny_d2_patch4_32_at_40x24": (lambda: ViT(32, patch=4, dim=192, depth=2, heads=3, classes=10),
+                                       (2, 3, 40, 24)),
 }
 
 
@@ -186,11 +210,11 @@ def run(name, out_dir):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
+    if len(sys.argv) < 2 or any(n not in MODELS for n in sys.argv[2:]):
+        sys.exit(__doc__ + "\nMODEL: " + ", ".join(MODELS))
     os.makedirs(sys.argv[1], exist_ok=True)
     torch.manual_seed(0)
-    for name in MODELS:
+    for name in sys.argv[2:] or MODELS:
         run(name, sys.argv[1])
 
 
