@@ -27,9 +27,8 @@ test-asan: deps
 
 bench: build
 	OMP_NUM_THREADS=$(JOBS) $(BUILD)/siam_bench --benchmark_format=json --benchmark_out=$(BUILD)/bench.json --benchmark_out_format=json
-	$(BUILD)/siam bench configs/bench/simclr_resnet18_28px.toml --set run.threads=$(JOBS)
 	@scripts/deps.sh reference
-	/usr/bin/python3 bench/simclr_step_torch.py --threads $(JOBS)
+	BUILD=$(BUILD) bench/cpu_step_side_by_side.sh 3 $(JOBS)
 
 reference:
 	@scripts/deps.sh reference
