@@ -101,7 +101,10 @@ void backward(const Tensor& root, const Tensor& grad) {
       SIAM_CHECK(in_grads[i].shape() == in.shape(), node->name, ": gradient for input ", i,
                  " has shape ", shape_str(in_grads[i].shape()), ", input has ", shape_str(in.shape()));
       auto& slot = grads[in.impl_ptr().get()];
-      slot = slot.defined() ? add(slot, in_grads[i]) : in_grads[i];
+      // A sum that nothing else holds takes the next term in place (same values as add()).
+      if (!slot.defined()) slot = in_grads[i];
+      else if (sole_owner(slot) && slot.dtype() == in_grads[i].dtype()) add_(slot, in_grads[i]);
+      else slot = add(slot, in_grads[i]);
     }
     node->release();
   }

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "tensor/cuda_runtime.h"
+#include "tensor/host_alloc.h"
 #if defined(SIAM_HAS_CUDA) && SIAM_HAS_CUDA
 #include "kernels/cuda/copy.h"
 #endif
@@ -84,8 +85,7 @@ Shape contiguous_strides(const Shape& s) {
 Storage::Storage(size_t n, Device dev) : nbytes(n), device(dev) {
   if (n == 0) return;
   if (dev.is_cpu()) {
-    size_t rounded = (n + 63) / 64 * 64;
-    data = std::aligned_alloc(64, rounded);
+    data = host::alloc(n);
     if (!data) fail("out of host memory: could not allocate ", n, " bytes");
   } else {
     data = cuda::device_alloc(n, dev.index);
@@ -94,7 +94,7 @@ Storage::Storage(size_t n, Device dev) : nbytes(n), device(dev) {
 
 Storage::~Storage() {
   if (!data) return;
-  if (device.is_cpu()) std::free(data);
+  if (device.is_cpu()) host::release(data, nbytes);
   else cuda::device_free(data, device.index);
 }
 
