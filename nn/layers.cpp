@@ -51,12 +51,22 @@ BatchNorm::BatchNorm(int64_t c, bool affine, double momentum, double eps) : mome
   num_batches_tracked = register_buffer("num_batches_tracked", zeros({}, {DType::i64}));
 }
 
+// num_batches_tracked += 1 on the buffer's device, without reading it back: no host
+// synchronisation, so a training step with batch norm can be captured into a CUDA graph and
+// each replay still counts (exact below 2^53 batches).
+static void count_batch(const Tensor& n) {
+  NoGradGuard no_grad;
+  copy_(n, add(siam::to(n, DType::f64), 1.0));
+}
+
 Tensor BatchNorm::forward(const Tensor& x) {
-  if (is_training()) {
-    Tensor n = num_batches_tracked;
-    fill_(n, n.item() + 1);
-  }
+  if (is_training()) count_batch(num_batches_tracked);
   return batch_norm(x, running_mean, running_var, weight, bias, is_training(), momentum, eps);
+}
+
+Tensor BatchNorm::forward_act(const Tensor& x, const Tensor& residual, bool relu) {
+  if (is_training()) count_batch(num_batches_tracked);
+  return batch_norm_act(x, running_mean, running_var, weight, bias, residual, relu, is_training(), momentum, eps);
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps, bool affine) : eps(eps) {

@@ -34,6 +34,9 @@ class BatchNorm : public Module {
  public:
   explicit BatchNorm(int64_t channels, bool affine = true, double momentum = 0.1, double eps = 1e-5);
   Tensor forward(const Tensor& x) override;
+  // relu(forward(x) + residual) as one fused op (batch_norm_act); residual may be undefined
+  // (no add) and relu false (no ReLU). ResNet's block tails and stem use it.
+  Tensor forward_act(const Tensor& x, const Tensor& residual, bool relu);
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   double momentum, eps;
 };

@@ -32,15 +32,11 @@ class Block : public Module {
   }
 
   Tensor forward(const Tensor& x) override {
-    Tensor y = relu(bn1->forward(conv1->forward(x)));
-    if (bottleneck_) {
-      y = relu(bn2->forward(conv2->forward(y)));
-      y = bn3->forward(conv3->forward(y));
-    } else {
-      y = bn2->forward(conv2->forward(y));
-    }
+    // Each BN + ReLU, and the block's last BN + residual add + ReLU, is one fused op.
+    Tensor y = bn1->forward_act(conv1->forward(x), Tensor(), true);
+    if (bottleneck_) y = bn2->forward_act(conv2->forward(y), Tensor(), true);
     Tensor identity = downsample ? downsample->forward(x) : x;
-    return relu(add(y, identity));
+    return last_bn()->forward_act((bottleneck_ ? conv3 : conv2)->forward(y), identity, true);
   }
 
   std::shared_ptr<BatchNorm> last_bn() const { return bottleneck_ ? bn3 : bn2; }
@@ -98,7 +94,7 @@ ResNet::ResNet(const ResNetConfig& cfg) : cfg_(cfg) {
 Tensor ResNet::feature_map(const Tensor& x) {
   if (x.dim() != 4 || x.size(1) != cfg_.in_channels)
     fail("ResNet: expected input (N, ", cfg_.in_channels, ", H, W), got ", shape_str(x.shape()));
-  Tensor y = relu(bn1_->forward(conv1_->forward(x)));
+  Tensor y = bn1_->forward_act(conv1_->forward(x), Tensor(), true);
   if (!cfg_.small_input) y = max_pool2d(y, 3, 2, 1);
   for (auto& s : stages_) y = s->forward(y);
   return y;
