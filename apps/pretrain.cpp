@@ -232,8 +232,20 @@ std::map<std::string, double> Trainer::step(const data::Batch& batch, int64_t st
     for (Tensor& v : views)
       if (v.device() != device_) v = copy_to(v, device_, v.dtype());  // the GPU loader's views are already there
   ssl::StepOutput out = method_->training_step(views, progress);
+  // The metrics (scalars) come to the host in one copy, so a GPU step waits for the device
+  // once here rather than once per metric; the loss must be known before the optimizer step.
   std::map<std::string, double> m;
-  for (const auto& [name, t] : out.metrics) m[name] = t.item();
+  {
+    NoGradGuard no_grad;
+    std::vector<Tensor> scalars;
+    for (const auto& [name, t] : out.metrics) {
+      if (t.numel() != 1) fail("the ", method_name(cfg_), " step returned metric '", name, "' of shape ", shape_str(t.shape()), ", not a scalar");
+      scalars.push_back(reshape(siam::to(t, DType::f64), {1}));
+    }
+    const std::vector<double> values = scalars.empty() ? std::vector<double>{} : cat(scalars, 0).to_vector();
+    size_t i = 0;
+    for (const auto& [name, t] : out.metrics) m[name] = values[i++];
+  }
   if (!std::isfinite(m.at("loss")))
     fail("step ", step + 1, " (epoch ", progress.epoch() + 1, "): the loss is ", m.at("loss"), " (", metric_str(m),
          "); stopped before the optimizer step. Lower optimizer.base_lr or set optimizer.clip_grad");
