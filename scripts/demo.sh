@@ -10,7 +10,8 @@
 #   SIAM=.gpu/bin/siam DATA_ROOT=.gpu/data/fashion-mnist scripts/demo.sh
 #
 # Writes runs/demo/ (DEMO_OUT overrides): pretrain/ (config, metrics.jsonl, TensorBoard
-# events, checkpoint), eval.jsonl (every probe's JSON line), results.md (the table).
+# events, checkpoint), eval.jsonl (every probe's JSON line), results.md (the table),
+# curves.png (siam plot of the pretraining run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-${BUILD:-build}}
@@ -79,4 +80,6 @@ t2=$(date +%s)
 echo
 cat "$OUT/results.md"
 echo
-echo "demo: results in $OUT/results.md and $OUT/eval.jsonl; training curves: tensorboard --logdir $OUT/pretrain"
+"$SIAM" plot "$OUT/pretrain" --output "$OUT/curves.png" >/dev/null
+echo "demo: results in $OUT/results.md and $OUT/eval.jsonl; training curves in $OUT/curves.png" \
+     "(loss, lr, kNN monitor) and for TensorBoard: tensorboard --logdir $OUT/pretrain"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages siam needs, or prints the exact command when not root.
-#   scripts/deps.sh build      compiler, CMake, BLAS, GoogleTest, Benchmark, JSON, zlib
+#   scripts/deps.sh build      compiler, CMake, BLAS, GoogleTest, Benchmark, JSON, zlib, gnuplot (siam plot)
 #   scripts/deps.sh reference  + PyTorch and NumPy, for regenerating fixtures
 #   scripts/deps.sh data       + Fashion-MNIST
 set -euo pipefail
-want=(cmake ninja-build g++ make libopenblas-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev zlib1g-dev libcli11-dev libstb-dev libtomlplusplus-dev)
+want=(cmake ninja-build g++ make libopenblas-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev zlib1g-dev libcli11-dev libstb-dev libtomlplusplus-dev gnuplot-nox)
 for group in "$@"; do
   case "$group" in
     build) ;;
