@@ -215,17 +215,21 @@ std::vector<ConfigKey> pretrain_schema() {
       {"method.name", S("simclr"), "simclr, moco, byol, simsiam, dino, vicreg or barlow"},
       {"method.simclr.projector", List{2048, 2048, 128}, "output sizes of the projector's Linear layers"},
       {"method.simclr.temperature", 0.1, "NT-Xent temperature (official at batch 4096; 0.2-0.5 at small batch)"},
+      {"method.simclr.loss_impl", S("fused"), "the loss as one fused op, or composite (a chain of primitive ops)"},
       {"method.moco.projector", List{2048, 128}, "output sizes of the projector's Linear layers"},
       {"method.moco.temperature", 0.2, "InfoNCE temperature"},
       {"method.moco.queue_size", int64_t{65536}, "negative keys in the queue"},
       {"method.moco.momentum", 0.999, "key encoder EMA momentum"},
       {"method.moco.cosine_momentum", false, "raise the momentum to 1 on BYOL's cosine instead of keeping it"},
+      {"method.moco.loss_impl", S("fused"), "the loss as one fused op, or composite (a chain of primitive ops)"},
       {"method.byol.projector", List{4096, 256}, "output sizes of the projector's Linear layers"},
       {"method.byol.predictor", List{4096, 256}, "output sizes of the predictor's Linear layers"},
       {"method.byol.base_momentum", 0.996, "target EMA momentum at step 0, cosine to 1"},
+      {"method.byol.loss_impl", S("fused"), "the loss as one fused op, or composite (a chain of primitive ops)"},
       {"method.simsiam.projector", List{2048, 2048, 2048}, "output sizes of the projector's Linear layers"},
       {"method.simsiam.predictor", List{512, 2048}, "output sizes of the predictor's Linear layers"},
       {"method.simsiam.fix_predictor_lr", true, "the predictor keeps the initial learning rate"},
+      {"method.simsiam.loss_impl", S("fused"), "the loss as one fused op, or composite (a chain of primitive ops)"},
       {"method.dino.out_dim", int64_t{65536}, "prototypes K"},
       {"method.dino.hidden_dim", int64_t{2048}, "head MLP hidden size"},
       {"method.dino.bottleneck_dim", int64_t{256}, "head bottleneck size"},
@@ -239,14 +243,16 @@ std::vector<ConfigKey> pretrain_schema() {
       {"method.dino.center_momentum", 0.9, "centre EMA momentum"},
       {"method.dino.base_momentum", 0.996, "teacher EMA momentum at step 0, cosine to 1"},
       {"method.dino.freeze_last_layer_epochs", int64_t{1}, "epochs the student's last layer is frozen"},
-      {"method.dino.loss_impl", S("fused"), "fused (CPU kernel) or composite (op chain)"},
+      {"method.dino.loss_impl", S("fused"), "the loss as one fused op, or composite (a chain of primitive ops)"},
       {"method.vicreg.projector", List{8192, 8192, 8192}, "output sizes of the projector's Linear layers"},
       {"method.vicreg.sim_coeff", 25.0, "invariance weight"},
       {"method.vicreg.std_coeff", 25.0, "variance weight"},
       {"method.vicreg.cov_coeff", 1.0, "covariance weight"},
+      {"method.vicreg.loss_impl", S("fused"), "the loss as one fused op, or composite (a chain of primitive ops)"},
       {"method.barlow.projector", List{8192, 8192, 8192}, "output sizes of the projector's Linear layers"},
       {"method.barlow.lambda", 0.0051, "weight of the off-diagonal term"},
       {"method.barlow.bias_lr_scale", 0.024, "learning-rate scale of biases and norm parameters (0.0048 / 0.2)"},
+      {"method.barlow.loss_impl", S("fused"), "the loss as one fused op, or composite (a chain of primitive ops)"},
       // [augment]
       {"augment.recipe", S("auto"), "simclr, mocov2, byol or dino; auto: the method's"},
       {"augment.crop_size", int64_t{0}, "side of the views; 0: the data set's image side"},
@@ -454,7 +460,8 @@ void resolve_defaults(Config& cfg) {
     require_int(cfg, key, 1);
   require_int(cfg, "method.dino.warmup_teacher_temp_epochs", 0);
   require_int(cfg, "method.dino.freeze_last_layer_epochs", 0);
-  require_one_of(cfg, "method.dino.loss_impl", {"fused", "composite"});
+  for (const char* m : {"simclr", "moco", "byol", "simsiam", "dino", "vicreg", "barlow"})
+    require_one_of(cfg, std::string("method.") + m + ".loss_impl", {"fused", "composite"});
   for (const char* key : {"method.vicreg.sim_coeff", "method.vicreg.std_coeff", "method.vicreg.cov_coeff",
                           "method.barlow.lambda", "method.barlow.bias_lr_scale"})
     require_range(cfg, key, 0, 1e9);
@@ -609,9 +616,12 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
   const ssl::OptimRecipe optim = optim_recipe(cfg);
   seed_init(cfg);
   const std::string p = "method." + m + ".";
+  const ssl::LossImpl loss_impl =
+      cfg.get_string(p + "loss_impl") == "composite" ? ssl::LossImpl::composite : ssl::LossImpl::fused;
   if (m == "simclr") {
     ssl::SimclrConfig c;
     c.backbone = bb;
+    c.loss_impl = loss_impl;
     c.projector.dims = dims(cfg, p + "projector");
     c.temperature = cfg.get_double(p + "temperature");
     c.optim = optim;
@@ -620,6 +630,7 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
   if (m == "moco") {
     ssl::MocoConfig c;
     c.backbone = bb;
+    c.loss_impl = loss_impl;
     c.projector.dims = dims(cfg, p + "projector");
     c.temperature = cfg.get_double(p + "temperature");
     c.queue_size = cfg.get_int(p + "queue_size");
@@ -632,6 +643,7 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
   if (m == "byol") {
     ssl::ByolConfig c;
     c.backbone = bb;
+    c.loss_impl = loss_impl;
     c.projector.dims = dims(cfg, p + "projector");
     c.predictor.dims = dims(cfg, p + "predictor");
     c.base_momentum = cfg.get_double(p + "base_momentum");
@@ -641,6 +653,7 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
   if (m == "simsiam") {
     ssl::SimsiamConfig c;
     c.backbone = bb;
+    c.loss_impl = loss_impl;
     c.projector.dims = dims(cfg, p + "projector");
     c.predictor.dims = dims(cfg, p + "predictor");
     c.fix_predictor_lr = cfg.get_bool(p + "fix_predictor_lr");
@@ -650,6 +663,7 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
   if (m == "dino") {
     ssl::DinoConfig c;
     c.backbone = bb;
+    c.loss_impl = loss_impl;
     c.head = {.out_dim = cfg.get_int(p + "out_dim"),
               .hidden_dim = cfg.get_int(p + "hidden_dim"),
               .bottleneck_dim = cfg.get_int(p + "bottleneck_dim"),
@@ -663,13 +677,13 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
     c.center_momentum = cfg.get_double(p + "center_momentum");
     c.base_momentum = cfg.get_double(p + "base_momentum");
     c.freeze_last_layer_epochs = cfg.get_int(p + "freeze_last_layer_epochs");
-    c.loss_impl = cfg.get_string(p + "loss_impl") == "fused" ? ssl::LossImpl::fused : ssl::LossImpl::composite;
     c.optim = optim;
     return std::make_unique<ssl::DINO>(c);
   }
   if (m == "vicreg") {
     ssl::VicregConfig c;
     c.backbone = bb;
+    c.loss_impl = loss_impl;
     c.projector.dims = dims(cfg, p + "projector");
     c.sim_coeff = cfg.get_double(p + "sim_coeff");
     c.std_coeff = cfg.get_double(p + "std_coeff");
@@ -679,6 +693,7 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
   }
   ssl::BarlowConfig c;
   c.backbone = bb;
+  c.loss_impl = loss_impl;
   c.projector.dims = dims(cfg, p + "projector");
   c.lambda = cfg.get_double(p + "lambda");
   c.bias_lr_scale = cfg.get_double(p + "bias_lr_scale");

@@ -15,7 +15,7 @@ StepOutput BarlowTwins::step(const std::vector<Tensor>& views, const Progress&, 
   require_views(views, 2, 2);
   Tensor z1 = projector->forward(online_.module->forward(views[0]));
   Tensor z2 = projector->forward(online_.module->forward(views[1]));
-  BarlowLoss r = barlow_twins_loss(z1, z2, cfg.lambda);
+  BarlowLoss r = barlow_twins_loss(z1, z2, cfg.lambda, cfg.loss_impl);
   return {r.loss,
           {{"loss", detach(r.loss)},
            {"on_diag", detach(r.on_diag)},

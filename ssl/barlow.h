@@ -16,6 +16,7 @@ struct BarlowConfig {
   double bias_lr_scale = 0.024;  // biases and BN parameters train at 0.0048 / 0.2 of the rate
   OptimRecipe optim{.optimizer = "lars", .base_lr = 0.2, .weight_decay = 1e-6, .final_weight_decay = 1e-6,
                     .momentum = 0.9, .warmup_epochs = 10};
+  LossImpl loss_impl = LossImpl::fused;  // the fused op, or the composite of primitive ops
 };
 
 class BarlowTwins : public Method {

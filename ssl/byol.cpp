@@ -38,7 +38,7 @@ StepOutput BYOL::step(const std::vector<Tensor>& views, const Progress&, const T
     t1 = target_projector->forward(target_backbone->forward(views[0]));
     t2 = target_projector->forward(target_backbone->forward(views[1]));
   }
-  Tensor loss = byol_loss(p1, p2, t1, t2);
+  Tensor loss = byol_loss(p1, p2, t1, t2, cfg.loss_impl);
   return {loss, {{"loss", detach(loss)}, {"embedding_std", embedding_std(cat({z1, z2}, 0))}}};
 }
 

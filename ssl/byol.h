@@ -18,6 +18,7 @@ struct ByolConfig {
   double base_momentum = 0.996;  // tau_base (0.99 for 100-300 epoch runs)
   OptimRecipe optim{.optimizer = "lars", .base_lr = 0.2, .weight_decay = 1.5e-6, .final_weight_decay = 1.5e-6,
                     .momentum = 0.9, .warmup_epochs = 10};
+  LossImpl loss_impl = LossImpl::fused;  // the fused op, or the composite of primitive ops
 };
 
 class BYOL : public Method {

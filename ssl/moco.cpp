@@ -46,7 +46,7 @@ StepOutput MoCo::step(const std::vector<Tensor>& views, const Progress&, const T
     NoGradGuard no_grad;
     keys_ = normalize(key_projector->forward(key_backbone->forward(views[1])), 1);
   }
-  Tensor loss = info_nce(q, keys_, transpose(queue, 0, 1), cfg.temperature);
+  Tensor loss = info_nce(q, keys_, transpose(queue, 0, 1), cfg.temperature, cfg.loss_impl);
   return {loss, {{"loss", detach(loss)}, {"embedding_std", embedding_std(q)}}};
 }
 

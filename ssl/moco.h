@@ -23,6 +23,7 @@ struct MocoConfig {
   uint64_t queue_seed = 0;       // the queue starts as random unit keys drawn from this seed
   OptimRecipe optim{.optimizer = "sgd", .base_lr = 0.03, .weight_decay = 1e-4, .final_weight_decay = 1e-4,
                     .momentum = 0.9, .warmup_epochs = 0};
+  LossImpl loss_impl = LossImpl::fused;  // the fused op, or the composite of primitive ops
 };
 
 class MoCo : public Method {

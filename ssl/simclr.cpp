@@ -13,7 +13,7 @@ std::vector<nn::ParamGroup> SimCLR::param_groups(double lr, double weight_decay)
 StepOutput SimCLR::step(const std::vector<Tensor>& views, const Progress&, const Tensor& positives) {
   require_views(views, 2, 2);
   Tensor z = projector->forward(online_.module->forward(cat({views[0], views[1]}, 0)));  // (2N, out)
-  Tensor loss = nt_xent(z, cfg.temperature, positives);
+  Tensor loss = nt_xent(z, cfg.temperature, positives, cfg.loss_impl);
   return {loss, {{"loss", detach(loss)}, {"embedding_std", embedding_std(z)}}};
 }
 

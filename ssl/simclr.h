@@ -19,6 +19,7 @@ struct SimclrConfig {
   double temperature = 0.1;  // official at batch 4096; 0.2-0.5 is common at small batch
   OptimRecipe optim{.optimizer = "lars", .base_lr = 0.3, .weight_decay = 1e-6, .final_weight_decay = 1e-6,
                     .momentum = 0.9, .warmup_epochs = 10};
+  LossImpl loss_impl = LossImpl::fused;  // the fused op, or the composite of primitive ops
 };
 
 class SimCLR : public Method {

@@ -23,7 +23,7 @@ StepOutput SimSiam::step(const std::vector<Tensor>& views, const Progress&, cons
   require_views(views, 2, 2);
   Tensor z1 = projector->forward(online_.module->forward(views[0]));
   Tensor z2 = projector->forward(online_.module->forward(views[1]));
-  Tensor loss = simsiam_loss(predictor->forward(z1), predictor->forward(z2), z1, z2);
+  Tensor loss = simsiam_loss(predictor->forward(z1), predictor->forward(z2), z1, z2, cfg.loss_impl);
   return {loss, {{"loss", detach(loss)}, {"embedding_std", embedding_std(cat({z1, z2}, 0))}}};
 }
 

@@ -22,6 +22,7 @@ struct SimsiamConfig {
   bool fix_predictor_lr = true;  // the predictor keeps the initial learning rate
   OptimRecipe optim{.optimizer = "sgd", .base_lr = 0.05, .weight_decay = 1e-4, .final_weight_decay = 1e-4,
                     .momentum = 0.9, .warmup_epochs = 0};
+  LossImpl loss_impl = LossImpl::fused;  // the fused op, or the composite of primitive ops
 };
 
 class SimSiam : public Method {

@@ -14,7 +14,7 @@ StepOutput VICReg::step(const std::vector<Tensor>& views, const Progress&, const
   require_views(views, 2, 2);
   Tensor x = projector->forward(online_.module->forward(views[0]));
   Tensor y = projector->forward(online_.module->forward(views[1]));
-  VicregLoss r = vicreg_loss(x, y, cfg.sim_coeff, cfg.std_coeff, cfg.cov_coeff);
+  VicregLoss r = vicreg_loss(x, y, cfg.sim_coeff, cfg.std_coeff, cfg.cov_coeff, cfg.loss_impl);
   return {r.loss,
           {{"loss", detach(r.loss)},
            {"invariance", detach(r.invariance)},

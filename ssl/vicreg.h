@@ -14,6 +14,7 @@ struct VicregConfig {
   double sim_coeff = 25, std_coeff = 25, cov_coeff = 1;
   OptimRecipe optim{.optimizer = "lars", .base_lr = 0.2, .weight_decay = 1e-6, .final_weight_decay = 1e-6,
                     .momentum = 0.9, .warmup_epochs = 10};
+  LossImpl loss_impl = LossImpl::fused;  // the fused op, or the composite of primitive ops
 };
 
 class VICReg : public Method {

@@ -9,10 +9,13 @@
 
 #include "apps/run_config.h"
 #include "nn/checkpoint.h"
+#include "ssl/barlow.h"
+#include "ssl/byol.h"
 #include "ssl/dino.h"
 #include "ssl/moco.h"
 #include "ssl/simclr.h"
 #include "ssl/simsiam.h"
+#include "ssl/vicreg.h"
 
 using namespace siam;
 using namespace siam::apps;
@@ -200,6 +203,30 @@ TEST(PretrainConfig, MethodKeysMapOntoTheSslConfigs) {
                wc = c->state_dict().at("backbone.conv1.weight");
   EXPECT_EQ(wa.to_vector(), wb.to_vector());
   EXPECT_NE(wa.to_vector(), wc.to_vector());
+}
+
+TEST(PretrainConfig, LossImplKeyPicksFusedOrCompositeForEveryMethod) {
+  auto impl_of = [](const std::string& n, const std::string& v) {
+    std::vector<std::string> sets = {"method.name=" + n, "backbone.small_input=true", "backbone.width=4"};
+    if (!v.empty()) sets.push_back("method." + n + ".loss_impl=" + v);
+    auto m = make_method(with(sets));
+    if (auto* x = dynamic_cast<ssl::SimCLR*>(m.get())) return x->cfg.loss_impl;
+    if (auto* x = dynamic_cast<ssl::MoCo*>(m.get())) return x->cfg.loss_impl;
+    if (auto* x = dynamic_cast<ssl::BYOL*>(m.get())) return x->cfg.loss_impl;
+    if (auto* x = dynamic_cast<ssl::SimSiam*>(m.get())) return x->cfg.loss_impl;
+    if (auto* x = dynamic_cast<ssl::DINO*>(m.get())) return x->cfg.loss_impl;
+    if (auto* x = dynamic_cast<ssl::VICReg*>(m.get())) return x->cfg.loss_impl;
+    if (auto* x = dynamic_cast<ssl::BarlowTwins*>(m.get())) return x->cfg.loss_impl;
+    ADD_FAILURE() << "unknown method class for " << n;
+    return ssl::LossImpl::fused;
+  };
+  for (const std::string n : {"simclr", "moco", "byol", "simsiam", "dino", "vicreg", "barlow"}) {
+    EXPECT_EQ(impl_of(n, ""), ssl::LossImpl::fused) << n;
+    EXPECT_EQ(impl_of(n, "composite"), ssl::LossImpl::composite) << n;
+    EXPECT_EQ(impl_of(n, "fused"), ssl::LossImpl::fused) << n;
+    const std::string e = error_of([&] { resolved({"method." + n + ".loss_impl=fast"}); });
+    EXPECT_NE(e.find("method." + n + ".loss_impl must be one of fused, composite"), std::string::npos) << e;
+  }
 }
 
 TEST(PretrainConfig, ImpossibleSettingsAreClearErrors) {
