@@ -245,6 +245,19 @@ __device__ inline A block_max(A v, A* smem) {
   return warp_max(v);
 }
 
+// The sum / max over a group of threads that holds one row: a warp (kWarp) or the whole block.
+// Both leave the same value in every thread of the group.
+template <class A, bool kWarp>
+__device__ inline A group_sum(A v, A* smem) {
+  if constexpr (kWarp) return warp_sum(v);
+  else return block_sum(v, smem);
+}
+template <class A, bool kWarp>
+__device__ inline A group_max(A v, A* smem) {
+  if constexpr (kWarp) return warp_max(v);
+  else return block_max(v, smem);
+}
+
 // ---------------------------------------------------------------- index math
 
 // n / d and n % d for 32-bit n by a multiply and a shift (Granlund and Montgomery, "Division

@@ -659,12 +659,8 @@ kernels::NormActBackward bn_backward(const char* op, const Tensor& g, const Tens
 
 // A row of d = dv * V values held by a group of G threads (a warp, or the block): thread q
 // holds vectors q, q + G, ..., up to K of them. Sums over the group are butterflies (warp) or
-// block_sum; both leave the same value in every thread.
-template <class A, bool kWarp>
-__device__ inline A group_sum(A v, A* smem) {
-  if constexpr (kWarp) return nn::warp_sum(v);
-  else return nn::block_sum(v, smem);
-}
+// block_sum (nn::group_sum); both leave the same value in every thread.
+using nn::group_sum;
 
 // x, y: (rows, d) contiguous; w, b: (d) or null. mean, invstd: (rows).
 template <class T, int V, int K, bool kWarp>

@@ -28,16 +28,8 @@ __device__ inline double exp_(double v) { return exp(v); }
 __device__ inline float log_(float v) { return logf(v); }
 __device__ inline double log_(double v) { return log(v); }
 
-template <class A, bool kWarp>
-__device__ inline A group_sum(A v, A* smem) {
-  if constexpr (kWarp) return nn::warp_sum(v);
-  else return nn::block_sum(v, smem);
-}
-template <class A, bool kWarp>
-__device__ inline A group_max(A v, A* smem) {
-  if constexpr (kWarp) return nn::warp_max(v);
-  else return nn::block_max(v, smem);
-}
+using nn::group_max;
+using nn::group_sum;
 
 // x, y: (rows, d = dv * V). A row is held by a group of G threads (a warp, or the block):
 // thread q holds vectors q, q + G, ... (K at most).

@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "autograd/ops.h"
+#include "cuda/cuda_prec_util.h"
 #include "kernels/gemm.h"
 #include "kernels/precision.h"
 #include "tensor/cuda_runtime.h"
@@ -33,19 +34,10 @@ namespace {
 #define REQUIRE_GPU() \
   if (!cuda::available()) GTEST_SKIP() << "needs a GPU: " << cuda::unavailable_reason()
 
-enum class Prec { f32, tf32, bf16, f64 };
-const Prec kAllPrec[] = {Prec::f32, Prec::tf32, Prec::bf16, Prec::f64};
-
-const char* prec_name(Prec p) {
-  switch (p) {
-    case Prec::f32: return "f32 strict";
-    case Prec::tf32: return "TF32";
-    case Prec::bf16: return "bf16";
-    case Prec::f64: return "f64";
-  }
-  return "?";
-}
-DType prec_dtype(Prec p) { return p == Prec::bf16 ? DType::bf16 : p == Prec::f64 ? DType::f64 : DType::f32; }
+using test::Prec;
+using test::kAllPrec;
+using test::prec_name;
+using test::prec_dtype;
 
 struct Bound {
   double scale_rel, out_rel, abs = 0;
