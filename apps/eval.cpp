@@ -82,11 +82,15 @@ Tensor extract_features(nn::Module& backbone, const data::ImageSet& set, const N
   EvalModeGuard mode(backbone);
   NoGradGuard no_grad;
   const Device dev = device_of(backbone);
+  const std::vector<Tensor> params = backbone.parameters();
+  const DType dtype = params.empty() ? DType::f32 : params.front().dtype();
   std::vector<Tensor> parts;
   for (int64_t start = 0; start < set.size(); start += batch_size) {
     const int64_t count = std::min(batch_size, set.size() - start);
     Tensor x = to_input(narrow(set.images, 0, start, count), norm, input_size, input_size);
-    Tensor f = backbone.forward(siam::to(x, dev));  // (count, D)
+    x = siam::to(x, dev);
+    if (x.dtype() != dtype) x = siam::to(x, dtype);  // an f64 model (run.dtype = "f64") gets f64 images
+    Tensor f = backbone.forward(x);  // (count, D)
     if (f.dim() != 2 || f.size(0) != count)
       fail("extract_features: the backbone returned ", shape_str(f.shape()), " for ", count,
            " images, expected (", count, ", D)");

@@ -152,14 +152,24 @@ Config load_run_config(const std::string& path, const std::vector<std::string>& 
 
 // ---------------------------------------------------------------- Trainer
 
-Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
+Trainer::Trainer(const Config& cfg, dist::Group* group) : cfg_(cfg) {
   resolve_defaults(cfg_);
   device_ = resolve_device(cfg_);
+  dist::Group& base = group ? *group : dist::world();
+  group_ = dist::make_group(cfg_.get_string("run.dist_backend"), base, device_.is_cuda() ? device_.index : -1);
+  const int world = group_->size(), rank = group_->rank();
+  dtype_ = cfg_.get_string("run.dtype") == "f64" ? DType::f64 : DType::f32;
+  if (dtype_ == DType::f64 && !device_.is_cpu())
+    fail("config: run.dtype = \"f64\" is for verification on the CPU; the run is on ", device_.str(),
+         " (set run.device = \"cpu\")");
   precision_ = nn::parse_precision(cfg_.get_string("run.precision"));
   if (precision_.compute == DType::bf16 && device_.is_cpu())
     fail("config: run.precision = \"bf16\" needs a GPU (the CPU kernels compute in f32); the run is on the CPU: ",
          cuda::available() ? std::string("run.device = \"cpu\"") : cuda::unavailable_reason());
   const int64_t batch = cfg_.get_int("run.batch_size");
+  if (batch % world != 0)
+    fail("config: run.batch_size (", batch, ", the global batch) does not split into equal shares over ", world,
+         " ranks; make it a multiple of ", world);
   const bool monitor = cfg_.get_int("run.knn_every") > 0;
   TrainSplit split;
   if (monitor)
@@ -199,7 +209,7 @@ Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
          "); lower run.batch_size");
   loader_ = std::make_unique<data::Loader>(images, std::move(*generator),
                                            data::LoaderConfig{.batch_size = batch, .drop_last = true, .prefetch = true, .threads = 1,
-                                                              .device = view_device});
+                                                              .device = view_device, .shard = rank, .shards = world});
   steps_per_epoch_ = loader_->batches_per_epoch();
   total_steps_ = cfg_.get_int("run.epochs") * steps_per_epoch_;
 
@@ -207,6 +217,12 @@ Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
   // Parameters, buffers, targets and queues move before the optimizer makes its state
   // beside them.
   if (!device_.is_cpu()) method_->to(device_);
+  if (dtype_ != DType::f32) method_->to(dtype_);
+  if (world > 1) {
+    method_->set_process_group(group_.get());
+    // Initial weights come from the seed on every rank; a difference means different code or data.
+    dist::require_same(*group_, state_hash(), "the initial weights (same seed, different siam builds or configs?)");
+  }
   const ssl::OptimRecipe recipe = optim_recipe(cfg_);
   optimizer_ = ssl::make_optimizer(*method_, recipe, batch);
   if (recipe.warmup_epochs >= cfg_.get_int("run.epochs"))
@@ -218,6 +234,20 @@ Trainer::Trainer(const Config& cfg) : cfg_(cfg) {
   wd_ = std::make_unique<nn::CosineSchedule>(recipe.weight_decay, recipe.final_weight_decay, total_steps_);
   clip_ = clip_recipe(cfg_);
   for (auto& [name, p] : method_->trainable_parameters()) params_.push_back(p);
+  if (world > 1) {
+    grad_group_ = group_->duplicate();
+    reducer_ = std::make_unique<nn::GradReducer>(params_, *grad_group_, cfg_.get_double("run.bucket_mb"));
+  }
+}
+
+uint64_t Trainer::state_hash() const {
+  uint64_t h = dist::fnv1a(nullptr, 0);
+  for (const auto& [name, t] : method_->state_dict()) {
+    const Tensor c = copy_to(t, Device::cpu(), t.dtype());
+    h = dist::fnv1a(name.data(), name.size(), h);
+    h = dist::fnv1a(c.raw_data(), c.nbytes(), h);
+  }
+  return h;
 }
 
 std::map<std::string, double> Trainer::step(const data::Batch& batch, int64_t step) {
@@ -231,6 +261,8 @@ std::map<std::string, double> Trainer::step(const data::Batch& batch, int64_t st
   if (!device_.is_cpu())
     for (Tensor& v : views)
       if (v.device() != device_) v = copy_to(v, device_, v.dtype());  // the GPU loader's views are already there
+  if (dtype_ != DType::f32)
+    for (Tensor& v : views) v = copy_to(v, v.device(), dtype_);
   ssl::StepOutput out = method_->training_step(views, progress);
   // The metrics (scalars) come to the host in one copy, so a GPU step waits for the device
   // once here rather than once per metric; the loss must be known before the optimizer step.
@@ -242,14 +274,23 @@ std::map<std::string, double> Trainer::step(const data::Batch& batch, int64_t st
       if (t.numel() != 1) fail("the ", method_name(cfg_), " step returned metric '", name, "' of shape ", shape_str(t.shape()), ", not a scalar");
       scalars.push_back(reshape(siam::to(t, DType::f64), {1}));
     }
-    const std::vector<double> values = scalars.empty() ? std::vector<double>{} : cat(scalars, 0).to_vector();
+    Tensor all = scalars.empty() ? Tensor() : contiguous(cat(scalars, 0));
+    // Data parallel: the mean over ranks (the loss of the global batch; the same on every rank,
+    // so every rank takes the same decisions, the non-finite stop below included).
+    if (all.defined() && group_->size() > 1) {
+      group_->all_reduce(all);
+      all = mul(all, 1.0 / group_->size());
+    }
+    const std::vector<double> values =
+        all.defined() ? copy_to(all, Device::cpu(), DType::f64).to_vector() : std::vector<double>{};
     size_t i = 0;
     for (const auto& [name, t] : out.metrics) m[name] = values[i++];
   }
   if (!std::isfinite(m.at("loss")))
     fail("step ", step + 1, " (epoch ", progress.epoch() + 1, "): the loss is ", m.at("loss"), " (", metric_str(m),
          "); stopped before the optimizer step. Lower optimizer.base_lr or set optimizer.clip_grad");
-  autograd::backward(out.loss);
+  if (reducer_) reducer_->backward(out.loss);
+  else autograd::backward(out.loss);
   if (clip_.max_norm > 0) {
     if (clip_.per_parameter) {
       double sq = 0;
@@ -275,8 +316,23 @@ std::optional<double> Trainer::knn_monitor() {
   const Normalisation norm = normalisation(cfg_);
   const int size = static_cast<int>(cfg_.get_int("augment.crop_size"));
   nn::Module& backbone = method_->backbone();
-  const Tensor bank = extract_features(backbone, bank_, norm, 256, size);
-  const Tensor held = extract_features(backbone, heldout_, norm, 256, size);
+  // Data parallel: each rank embeds its slice of the images, padded to equal shares, and the
+  // slices are gathered (the features of an image do not depend on the others in eval mode).
+  auto features = [&](const data::ImageSet& set) {
+    const int64_t n = set.size(), w = group_->size();
+    if (w == 1) return extract_features(backbone, set, norm, 256, size);
+    const int64_t per = (n + w - 1) / w, lo = std::min(n, per * group_->rank()), hi = std::min(n, lo + per);
+    std::vector<int64_t> idx;
+    for (int64_t i = lo; i < hi; ++i) idx.push_back(i);
+    Tensor mine = idx.empty() ? Tensor() : extract_features(backbone, subset(set, idx), norm, 256, size);
+    const int64_t dim = method_->feature_dim();
+    NoGradGuard no_grad;
+    Tensor padded = zeros({per, dim}, {mine.defined() ? mine.dtype() : DType::f32, mine.defined() ? mine.device() : device_});
+    if (mine.defined()) copy_(narrow(padded, 0, 0, hi - lo), mine);
+    return contiguous(narrow(group_->all_gather(padded), 0, 0, n));
+  };
+  const Tensor bank = features(bank_);
+  const Tensor held = features(heldout_);
   KnnOptions o;
   o.k = {std::min<int64_t>(20, bank_.size())};
   o.temperature = 0.07;
@@ -310,14 +366,21 @@ PretrainResult pretrain(const PretrainOptions& o) {
   // Both a fresh run and its resumption use the config as read back from its text, so they
   // see the very same numbers.
   cfg = checkpoint_config(cfg.to_toml(), "the resolved config");
+  dist::Group& world = o.group ? *o.group : dist::world();
+  const bool lead = world.rank() == 0;  // only rank 0 writes files and prints
+  {
+    // Ranks started with different configs, --set flags or siam builds would not train one model.
+    const std::string text = cfg.to_toml() + "\nsiam " + SIAM_VERSION;
+    dist::require_same(world, dist::fnv1a(text.data(), text.size()), "the resolved config or the siam version");
+  }
   apply_threads(cfg);
   const std::string mined = prepare_mined_neighbours(cfg);  // mines pairs.neighbours once, when asked
-  Trainer t(cfg);  // before the folder exists, so a config or data error leaves nothing behind
+  Trainer t(cfg, &world);  // before the folder exists, so a config or data error leaves nothing behind
 
-  std::error_code ec;
-  fs::create_directories(r.folder, ec);
-  if (ec) fail("cannot create the run folder ", r.folder, ": ", ec.message());
-  {
+  if (lead) {
+    std::error_code ec;
+    fs::create_directories(r.folder, ec);
+    if (ec) fail("cannot create the run folder ", r.folder, ": ", ec.message());
     const std::string path = (fs::path(r.folder) / "config.toml").string();
     std::ofstream f(path, std::ios::trunc);
     f << cfg.to_toml();
@@ -328,7 +391,9 @@ PretrainResult pretrain(const PretrainOptions& o) {
   const int64_t log_every = cfg.get_int("run.log_every"), knn_every = cfg.get_int("run.knn_every");
   const int64_t ckpt_every = cfg.get_int("run.checkpoint_every");
   const int64_t views_per_step = cfg.get_int("run.batch_size") * t.loader().generator().num_views();
-  default_generator().set_state(static_cast<uint64_t>(cfg.get_int("run.seed")), kDropoutOffset);
+  // Each rank draws its dropout and drop-path masks from its own part of the stream.
+  const uint64_t rank_offset = static_cast<uint64_t>(world.rank()) << 52;
+  default_generator().set_state(static_cast<uint64_t>(cfg.get_int("run.seed")), kDropoutOffset + rank_offset);
 
   int64_t step = 0;
   if (ck) {
@@ -342,11 +407,11 @@ PretrainResult pretrain(const PretrainOptions& o) {
       fail(r.checkpoint, ": does not fit the model of its config: ", e.what());
     }
     const Generator& g = ck->generator("default");
-    default_generator().set_state(g.seed(), g.offset());
+    default_generator().set_state(g.seed(), g.offset() + rank_offset);
     step = ck->step;
   }
 
-  Console console(o.console, epochs, spe, total);
+  Console console(o.console && lead, epochs, spe, total);
   std::ostringstream intro;
   intro << (ck ? "resuming " : "pretraining ") << method_name(cfg) << " (" << t.method().name() << ", "
         << cfg.get_string("backbone.arch") << ", " << t.method().num_parameters() << " parameters) on "
@@ -364,12 +429,27 @@ PretrainResult pretrain(const PretrainOptions& o) {
     return r;
   }
 
-  MetricsLog log(r.folder, ck ? ck->step : -1);
+  std::optional<MetricsLog> log;
+  if (lead) log.emplace(r.folder, ck ? ck->step : -1);
   SigintGuard sigint;
   using clock = std::chrono::steady_clock;
   double ema_step_s = 0;
   int64_t last_saved = ck ? ck->step : -1;
-  auto stop_now = [&](int64_t s) { return g_interrupted.load() || (o.stop_at_step >= 0 && s >= o.stop_at_step); };
+  // Every rank stops at the same step: a Ctrl-C seen by any rank counts for all.
+  auto stop_now = [&](int64_t s) {
+    bool stop = g_interrupted.load();
+    if (world.size() > 1) {
+      Tensor flag = full({1}, stop ? 1.0 : 0.0, {DType::i32});
+      world.all_reduce(flag, dist::ReduceOp::max);
+      stop = flag.data<int32_t>()[0] != 0;
+    }
+    return stop || (o.stop_at_step >= 0 && s >= o.stop_at_step);
+  };
+  // Writes the checkpoint on rank 0 after checking that every rank holds the same weights.
+  auto checkpoint = [&](int64_t s) {
+    dist::require_same(world, t.state_hash(), "the weights at step " + std::to_string(s) + " (the ranks diverged)");
+    if (lead) save(r.checkpoint, t, s);
+  };
 
   for (int64_t epoch = step / spe; epoch < epochs; ++epoch) {
     const int64_t first = step - epoch * spe;
@@ -404,12 +484,12 @@ PretrainResult pretrain(const PretrainOptions& o) {
         m["epoch"] = static_cast<double>(step) / spe;
         m["step_time_s"] = dt;
         m["views_per_s"] = views_per_step / dt;
-        log.write("train", step, m);
+        if (log) log->write("train", step, m);
       }
       console.step(step, m.at("loss"), m.at("lr"), views_per_step / ema_step_s, ema_step_s * (total - step), log_now);
       // A stop at an epoch's last step waits for the epoch's record and checkpoint below.
       if (stop_now(step) && i + 1 < spe) {
-        save(r.checkpoint, t, step);
+        checkpoint(step);
         r.step = step;
         r.epoch = step / spe;
         r.interrupted = true;
@@ -429,14 +509,14 @@ PretrainResult pretrain(const PretrainOptions& o) {
       r.knn_top1 = t.knn_monitor();
       if (r.knn_top1) em["knn_top1"] = *r.knn_top1;
     }
-    log.write("epoch", step, em);
+    if (log) log->write("epoch", step, em);
     std::ostringstream os;
     os << "epoch " << epoch + 1 << "/" << epochs << ": loss " << std::setprecision(5) << em["loss"];
     if (em.count("embedding_std")) os << ", embedding std " << std::setprecision(3) << em["embedding_std"];
     if (em.count("knn_top1")) os << ", kNN top-1 " << std::fixed << std::setprecision(2) << em["knn_top1"] << "%";
     os << ", " << duration_str(epoch_s);
     if ((epoch + 1) % ckpt_every == 0 || last) {
-      save(r.checkpoint, t, step);
+      checkpoint(step);
       last_saved = step;
       os << ", checkpoint saved";
     }
@@ -445,7 +525,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
       r.step = step;
       r.epoch = step / spe;
       r.interrupted = true;
-      if (last_saved != step) save(r.checkpoint, t, step);
+      if (last_saved != step) checkpoint(step);
       console.line(std::string(g_interrupted.load() ? "interrupted" : "stopped") + " at step " + std::to_string(step) +
                    "; checkpoint saved to " + r.checkpoint + "; continue with --resume");
       return r;

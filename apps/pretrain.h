@@ -20,6 +20,8 @@
 #include "apps/config.h"
 #include "apps/run_config.h"
 #include "data/loader.h"
+#include "dist/dist.h"
+#include "nn/data_parallel.h"
 #include "nn/precision.h"
 #include "nn/schedule.h"
 
@@ -35,9 +37,15 @@ Config load_run_config(const std::string& path, const std::vector<std::string>& 
 
 // Everything one training step needs, built from a resolved config: the training data and its
 // loader, the kNN monitor's images, the method, its optimizer and the per-step schedules.
+//
+// Data parallel: with a group of W ranks (by default the launcher's world), each rank builds
+// its share of every batch (run.batch_size is the global batch and must split into W equal
+// shares), batch norms are synchronised, the method gathers what its loss needs, gradients are
+// averaged (nn::GradReducer) and the step's metrics are averaged over the ranks, so every rank
+// holds the same weights and the run equals one process at the same global batch.
 class Trainer {
  public:
-  explicit Trainer(const Config& cfg);
+  explicit Trainer(const Config& cfg, dist::Group* group = nullptr);
 
   // One optimizer step on `batch` at global step `step`: lr and weight decay from their
   // schedules, forward, backward, clipping, optimizer, the method's post-step updates.
@@ -53,6 +61,11 @@ class Trainer {
   nn::Optimizer& optimizer() { return *optimizer_; }
   data::Loader& loader() { return *loader_; }
   const Config& config() const { return cfg_; }
+  // The ranks training together (a one-rank group without a launcher).
+  dist::Group& group() { return *group_; }
+  const nn::GradReducer* reducer() const { return reducer_.get(); }
+  // Hash of every floating tensor of the method's state (weights, buffers): equal on every rank.
+  uint64_t state_hash() const;
   Device device() const { return device_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   int64_t total_steps() const { return total_steps_; }
@@ -60,6 +73,10 @@ class Trainer {
 
  private:
   Config cfg_;
+  std::unique_ptr<dist::Group> group_;       // the training group (NCCL for CUDA tensors when auto)
+  std::unique_ptr<dist::Group> grad_group_;  // the same ranks, for the gradient buckets
+  std::unique_ptr<nn::GradReducer> reducer_;  // null in one process
+  DType dtype_ = DType::f32;  // run.dtype
   Device device_;           // where the method lives and the step runs (run.device)
   nn::Precision precision_;  // run.precision
   std::unique_ptr<data::Loader> loader_;
@@ -81,6 +98,9 @@ struct PretrainOptions {
   // run resumable): splits a long run into pieces. -1: run to the end.
   int64_t stop_at_step = -1;
   bool console = true;  // progress on stderr (a bar on a terminal, periodic lines otherwise)
+  // The ranks that train together; null: the launcher's world (one process without one). Only
+  // rank 0 writes the run folder and prints.
+  dist::Group* group = nullptr;
 };
 
 struct PretrainResult {

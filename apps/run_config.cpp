@@ -1,5 +1,7 @@
 #include "apps/run_config.h"
 
+#include "dist/dist.h"
+
 #include <cblas.h>
 #include <omp.h>
 
@@ -187,6 +189,11 @@ std::vector<ConfigKey> pretrain_schema() {
       {"run.knn_every", int64_t{10}, "epochs between online kNN checks on the held-out images; 0: off"},
       {"run.threads", int64_t{0}, "CPU threads (OpenMP and OpenBLAS); 0: the library defaults"},
       {"run.precision", S("f32"), "f32, or bf16 (CUDA only): products in bf16 with f32 master weights"},
+      {"run.dtype", S("f32"), "f32, or f64 (CPU only: weights, views and every op in double, for verification)"},
+      {"run.dist_backend", S("auto"),
+       "under mpirun / srun: auto (NCCL for CUDA tensors, MPI for CPU ones), mpi (also CUDA tensors, through the "
+       "host) or nccl"},
+      {"run.bucket_mb", 25.0, "under mpirun / srun: megabytes of gradients per all-reduce bucket"},
       // [backbone]
       {"backbone.arch", S("resnet18"), "resnet18, resnet34, resnet50, vit_tiny, vit_small or vit_base"},
       {"backbone.in_channels", int64_t{0}, "input channels; 0: the data set's"},
@@ -319,6 +326,10 @@ void resolve_defaults(Config& cfg) {
   require_one_of(cfg, "data.dataset", kDatasets);
   require_one_of(cfg, "run.device", {"auto", "cpu", "cuda"});
   require_one_of(cfg, "run.precision", {"f32", "bf16"});
+  require_one_of(cfg, "run.dtype", {"f32", "f64"});
+  require_one_of(cfg, "run.dist_backend", {"auto", "mpi", "nccl"});
+  if (!(cfg.get_double("run.bucket_mb") > 0))
+    fail("config: run.bucket_mb must be positive, got ", cfg.get_double("run.bucket_mb"));
   const std::string& dataset = cfg.get_string("data.dataset");
 
   // [run]
@@ -768,23 +779,32 @@ std::string run_folder(const Config& cfg) {
   return out.empty() ? "runs/" + cfg.get_string("run.name") : out;
 }
 
+// One process per GPU: under a launcher the rank's index among the ranks of its node picks it.
+static Device local_gpu() {
+  const int n = cuda::device_count();
+  return Device::cuda(n > 0 ? dist::launch().local_rank % n : 0);
+}
+
 Device resolve_device(const Config& cfg) {
   const std::string& d = cfg.get_string("run.device");
   if (d == "cpu") return Device::cpu();
   if (d == "cuda") {
     if (!cuda::available()) fail("run.device = \"cuda\" but no GPU can be used: ", cuda::unavailable_reason(),
                                  "; set run.device = \"cpu\" or \"auto\"");
-    return Device::cuda(0);
+    return local_gpu();
   }
   if (d != "auto") fail("config: run.device must be auto, cpu or cuda, got '", d, "'");
-  if (cuda::available()) return Device::cuda(0);
+  if (cuda::available()) return local_gpu();
   static std::once_flag told;
-  std::call_once(told, [] { std::cerr << "siam: " << cuda::unavailable_reason() << "; running on the CPU\n"; });
+  if (dist::launch().rank == 0)
+    std::call_once(told, [] { std::cerr << "siam: " << cuda::unavailable_reason() << "; running on the CPU\n"; });
   return Device::cpu();
 }
 
 void apply_threads(const Config& cfg) {
-  const int n = static_cast<int>(cfg.get_int("run.threads"));
+  int n = static_cast<int>(cfg.get_int("run.threads"));
+  // Ranks sharing a node share its cores: mpirun -np 2 on 2 cores runs 2 threads in all, not 4.
+  if (n <= 0 && dist::launch().local_size > 1) n = dist::default_threads();
   if (n <= 0) return;
   omp_set_num_threads(n);
   openblas_set_num_threads(n);

@@ -1,6 +1,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "autograd/hooks.h"
 #include "autograd/node.h"
 #include "autograd/ops.h"
 
@@ -11,6 +12,11 @@ Tensor detach(const Tensor& x) { return x.as_strided(x.shape(), x.strides(), x.o
 namespace autograd {
 
 static thread_local bool g_grad_enabled = true;
+
+static thread_local LeafGradHook* g_leaf_hook = nullptr;
+
+LeafGradHookScope::LeafGradHookScope(LeafGradHook hook) : prev_(g_leaf_hook), hook_(std::move(hook)) { g_leaf_hook = &hook_; }
+LeafGradHookScope::~LeafGradHookScope() { g_leaf_hook = prev_; }
 
 bool grad_enabled() { return g_grad_enabled; }
 NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
@@ -87,6 +93,8 @@ void backward(const Tensor& root, const Tensor& grad) {
     if (t.is_leaf()) {
       if (!t.grad().defined()) t.set_grad(sole_owner(g) ? g : clone(g));
       else add_(t.grad(), g);
+      // Reverse topological order: nothing after this point adds to this leaf.
+      if (g_leaf_hook) (*g_leaf_hook)(t);
       continue;
     }
     auto node = t.grad_fn();

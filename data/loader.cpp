@@ -68,6 +68,11 @@ Loader::Loader(ImageSet images, PairGenerator gen, LoaderConfig cfg)
     fail("loader: images of '", images_.name, "' are ",
          images_.images.defined() ? shape_str(images_.images.shape()) : "undefined", ", the pair generator was built on ",
          gen_.num_images(), " images of ", gen_.image_height(), " x ", gen_.image_width());
+  if (cfg_.shards < 1 || cfg_.shard < 0 || cfg_.shard >= cfg_.shards)
+    fail("loader: share ", cfg_.shard, " of ", cfg_.shards, ", expected 0 <= share < shares");
+  if (cfg_.batch_size % cfg_.shards != 0)
+    fail("loader: the batch of ", cfg_.batch_size, " does not split into ", cfg_.shards, " equal shares");
+  if (cfg_.shards > 1 && !cfg_.drop_last) fail("loader: shares of a batch need drop_last (every batch whole)");
   if (batches_per_epoch() == 0)
     fail("loader: drop_last with batch size ", cfg_.batch_size, " leaves no batch of the ", gen_.rows_per_epoch(),
          " rows per epoch");
@@ -102,8 +107,9 @@ int64_t Loader::batches_per_epoch() const {
 }
 
 Batch Loader::build(int64_t epoch, const std::vector<int64_t>& order, int64_t index) const {
-  const int64_t first = index * cfg_.batch_size;
-  const int64_t count = std::min(cfg_.batch_size, static_cast<int64_t>(order.size()) - first);
+  const int64_t share = cfg_.batch_size / cfg_.shards;
+  const int64_t first = index * cfg_.batch_size + cfg_.shard * share;
+  const int64_t count = std::min(share, static_cast<int64_t>(order.size()) - first);
   Batch b = build_batch(images_, gen_.plan(epoch, order.data() + first, count), cfg_.threads);
   b.epoch = epoch;
   b.index = index;

@@ -36,6 +36,11 @@ struct LoaderConfig {
   // the calling thread's stream so training sees it in order; the views are f32 (B, C, H, W)
   // on that GPU. Planning a batch is cheap host work, so there is no worker thread then.
   Device device = Device::cpu();
+  // Data parallel: this process builds share `shard` of `shards` equal shares of every batch
+  // (rows [shard b, (shard + 1) b) of it, b = batch_size / shards). The epoch order and every
+  // view's augmentation depend on the global row only, so the shares of all ranks together are
+  // the batch one process would build. batch_size must be a multiple of shards, drop_last on.
+  int shard = 0, shards = 1;
 };
 
 // Builds the batch from a plan. images: (N, H, W, C) u8, the set the generator indexes; on the

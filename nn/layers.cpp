@@ -1,5 +1,6 @@
 #include "nn/layers.h"
 
+#include "autograd/ops_dist.h"
 #include "nn/init.h"
 #include "nn/precision.h"
 
@@ -61,12 +62,26 @@ static void count_batch(const Tensor& n) {
 
 Tensor BatchNorm::forward(const Tensor& x) {
   if (is_training()) count_batch(num_batches_tracked);
+  if (is_training() && sync_group && sync_group->size() > 1)
+    return sync_batch_norm(x, running_mean, running_var, weight, bias, momentum, eps, *sync_group);
   return batch_norm(x, running_mean, running_var, weight, bias, is_training(), momentum, eps);
 }
 
 Tensor BatchNorm::forward_act(const Tensor& x, const Tensor& residual, bool relu) {
   if (is_training()) count_batch(num_batches_tracked);
+  if (is_training() && sync_group && sync_group->size() > 1)
+    return sync_batch_norm_act(x, running_mean, running_var, weight, bias, residual, relu, momentum, eps, *sync_group);
   return batch_norm_act(x, running_mean, running_var, weight, bias, residual, relu, is_training(), momentum, eps);
+}
+
+int set_sync_batch_norm(Module& m, dist::Group* group) {
+  int n = 0;
+  if (auto* bn = dynamic_cast<BatchNorm*>(&m)) {
+    bn->sync_group = group;
+    ++n;
+  }
+  for (auto& [name, child] : m.named_children()) n += set_sync_batch_norm(*child, group);
+  return n;
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps, bool affine) : eps(eps) {

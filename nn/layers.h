@@ -5,6 +5,10 @@
 
 #include "nn/module.h"
 
+namespace siam::dist {
+class Group;
+}
+
 namespace siam::nn {
 
 // The generator layers draw their initial weights from (seed it for a reproducible model).
@@ -39,7 +43,14 @@ class BatchNorm : public Module {
   Tensor forward_act(const Tensor& x, const Tensor& residual, bool relu);
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   double momentum, eps;
+  // In training, the statistics over the batches of every rank of this group (SyncBN:
+  // sync_batch_norm); null or a one-rank group: this process's batch only.
+  dist::Group* sync_group = nullptr;
 };
+
+// Sets sync_group on every BatchNorm in `m` (PyTorch's convert_sync_batchnorm); returns how
+// many it set.
+int set_sync_batch_norm(Module& m, dist::Group* group);
 using BatchNorm1d = BatchNorm;
 using BatchNorm2d = BatchNorm;
 

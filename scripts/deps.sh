@@ -4,7 +4,7 @@
 #   scripts/deps.sh reference  + PyTorch and NumPy, for regenerating fixtures
 #   scripts/deps.sh data       + Fashion-MNIST
 set -euo pipefail
-want=(cmake ninja-build g++ make libopenblas-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev zlib1g-dev libcli11-dev libstb-dev libtomlplusplus-dev gnuplot-nox)
+want=(cmake ninja-build g++ make libopenblas-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev zlib1g-dev libcli11-dev libstb-dev libtomlplusplus-dev gnuplot-nox libopenmpi-dev openmpi-bin)
 for group in "$@"; do
   case "$group" in
     build) ;;

@@ -15,6 +15,10 @@ StepOutput BarlowTwins::step(const std::vector<Tensor>& views, const Progress&, 
   require_views(views, 2, 2);
   Tensor z1 = projector->forward(online_.module->forward(views[0]));
   Tensor z2 = projector->forward(online_.module->forward(views[1]));
+  // Data parallel: the cross-correlation and its batch norm over the global batch. Gathering
+  // the (B, D) embeddings moves less than all-reducing the (D, D) matrix whenever B < D.
+  z1 = gather(z1);
+  z2 = gather(z2);
   BarlowLoss r = barlow_twins_loss(z1, z2, cfg.lambda, cfg.loss_impl);
   return {r.loss,
           {{"loss", detach(r.loss)},

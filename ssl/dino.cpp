@@ -72,6 +72,7 @@ StepOutput DINO::step(const std::vector<Tensor>& views, const Progress& progress
     NoGradGuard no_grad;
     batch_center_ = mean(teacher_out, {0}, true);
   }
+  average(batch_center_);  // data parallel: the centre moves by the global batch's mean
   return {loss,
           {{"loss", detach(loss)},
            {"teacher_temp", full({}, tt, {loss.dtype(), loss.device()})},

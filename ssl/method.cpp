@@ -1,5 +1,8 @@
 #include "ssl/method.h"
 
+#include "autograd/ops_dist.h"
+#include "nn/layers.h"
+
 namespace siam::ssl {
 
 Method::Method(Backbone online) : online_(std::move(online)) {
@@ -15,6 +18,24 @@ nn::NamedTensors Method::trainable_parameters() const {
   for (auto& [n, p] : named_parameters())
     if (p.requires_grad()) out.emplace_back(n, p);
   return out;
+}
+
+void Method::set_process_group(dist::Group* group) {
+  group_ = group;
+  nn::set_sync_batch_norm(*this, group);
+}
+
+Tensor Method::gather(const Tensor& z) const {
+  if (!group_ || group_->size() == 1) return z;
+  return all_gather(z, *group_);
+}
+
+void Method::average(Tensor& t) const {
+  if (!group_ || group_->size() == 1) return;
+  NoGradGuard no_grad;
+  Tensor c = contiguous(t);
+  group_->all_reduce(c);
+  t = mul(c, 1.0 / group_->size());
 }
 
 void Method::require_views(const std::vector<Tensor>& views, size_t lo, size_t hi) const {

@@ -19,6 +19,10 @@
 #include "nn/optim.h"
 #include "ssl/backbone.h"
 
+namespace siam::dist {
+class Group;
+}
+
 namespace siam::ssl {
 
 struct Progress {
@@ -76,6 +80,14 @@ class Method : public nn::Module {
   // Named parameters that take gradients (requires_grad), in state-dict order.
   nn::NamedTensors trainable_parameters() const;
 
+  // Data-parallel training: the ranks whose batches make up the global batch (null or one
+  // rank: this process alone). Every BatchNorm becomes synchronised over the group; losses
+  // that need the whole batch (NT-Xent, VICReg's variance and covariance, Barlow Twins'
+  // cross-correlation) gather its embeddings; the MoCo queue takes every rank's keys and
+  // DINO's centre the mean over ranks. The caller averages the gradients (nn::GradReducer).
+  void set_process_group(dist::Group* group);
+  dist::Group* process_group() const { return group_; }
+
  protected:
   // Registers the online backbone as child "backbone".
   explicit Method(Backbone online);
@@ -84,7 +96,14 @@ class Method : public nn::Module {
   // Throws unless there are between lo and hi views.
   void require_views(const std::vector<Tensor>& views, size_t lo, size_t hi) const;
 
+  // z: (n, ...) -> the rows of every rank, rank-major (n W, ...), differentiably; z alone
+  // without a group.
+  Tensor gather(const Tensor& z) const;
+  // In place: t becomes its mean over the ranks (no autograd).
+  void average(Tensor& t) const;
+
   Backbone online_;
+  dist::Group* group_ = nullptr;
 };
 
 // The optimizer of `recipe` over method.param_groups(base_lr x batch_size / 256, weight_decay).

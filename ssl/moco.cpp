@@ -1,5 +1,6 @@
 #include "ssl/moco.h"
 
+#include "dist/dist.h"
 #include "nn/schedule.h"
 
 namespace siam::ssl {
@@ -38,7 +39,7 @@ int64_t MoCo::queue_pointer() const {
 
 StepOutput MoCo::step(const std::vector<Tensor>& views, const Progress&, const Tensor&) {
   require_views(views, 2, 2);
-  const int64_t n = views[0].size(0);
+  const int64_t n = views[0].size(0) * (group_ ? group_->size() : 1);
   if (n > cfg.queue_size)
     fail("MoCo: a batch of ", n, " keys does not fit in a queue of ", cfg.queue_size);
   Tensor q = projector->forward(online_.module->forward(views[0]));  // (N, D)
@@ -47,6 +48,10 @@ StepOutput MoCo::step(const std::vector<Tensor>& views, const Progress&, const T
     keys_ = normalize(key_projector->forward(key_backbone->forward(views[1])), 1);
   }
   Tensor loss = info_nce(q, keys_, transpose(queue, 0, 1), cfg.temperature, cfg.loss_impl);
+  {
+    NoGradGuard no_grad;
+    keys_ = gather(keys_);  // data parallel: every rank enqueues every rank's keys, in rank order
+  }
   return {loss, {{"loss", detach(loss)}, {"embedding_std", embedding_std(q)}}};
 }
 

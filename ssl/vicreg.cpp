@@ -14,6 +14,9 @@ StepOutput VICReg::step(const std::vector<Tensor>& views, const Progress&, const
   require_views(views, 2, 2);
   Tensor x = projector->forward(online_.module->forward(views[0]));
   Tensor y = projector->forward(online_.module->forward(views[1]));
+  // Data parallel: variance and covariance over the global batch (the official code gathers too).
+  x = gather(x);
+  y = gather(y);
   VicregLoss r = vicreg_loss(x, y, cfg.sim_coeff, cfg.std_coeff, cfg.cov_coeff, cfg.loss_impl);
   return {r.loss,
           {{"loss", detach(r.loss)},
