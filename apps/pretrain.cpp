@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -429,6 +431,15 @@ PretrainResult pretrain(const PretrainOptions& o) {
     return r;
   }
 
+  // Fault injection for the tests of the failure path: SIAM_FAULT_INJECT="RANK:STEP" makes that
+  // rank throw a siam::Error before that step (1-based).
+  struct {
+    int rank = -1;
+    int64_t step = -1;
+  } fault;
+  if (const char* f = std::getenv("SIAM_FAULT_INJECT"))
+    if (std::sscanf(f, "%d:%ld", &fault.rank, &fault.step) != 2)
+      fail("SIAM_FAULT_INJECT must be RANK:STEP, e.g. 1:5, got '", f, "'");
   std::optional<MetricsLog> log;
   if (lead) log.emplace(r.folder, ck ? ck->step : -1);
   SigintGuard sigint;
@@ -467,6 +478,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
       }
       std::map<std::string, double> m;
       try {
+        if (fault.rank == world.rank() && fault.step == step + 1)
+          fail("SIAM_FAULT_INJECT: an error injected at step ", step + 1, " (testing the failure path)");
         m = t.step(batch, step);
       } catch (const Error& e) {
         fail(e.what(), last_saved >= 0 ? "; the last checkpoint (step " + std::to_string(last_saved) + ") is kept: " +

@@ -76,52 +76,55 @@ our_procs() {
   return 0
 }
 
-# our_procs minus the daemons themselves.
-stray_procs() {
-  local p q
-  for p in $(our_procs); do
-    for q in "${pids[@]}"; do [ "$p" = "$q" ] && continue 2; done
-    echo "$p"
-  done
+# True while PID runs. kill -0 alone is not enough: a process that died after its
+# parent (us) was killed stays a zombie until init reaps it, which can take a while.
+alive() {
+  local st
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  st=${st##*) }          # the state letter follows the parenthesised command name
+  [ "${st%% *}" != Z ]
 }
 
 # TERM the given PIDs, give them up to 5 s, then KILL what is left.
 stop_pids() {
-  local p alive
+  local p left
   [ $# -gt 0 ] || return 0
   kill -TERM "$@" 2>/dev/null
   for _ in $(seq 50); do
-    alive=0
-    for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive -eq 0 ] && return 0
+    left=0
+    for p in "$@"; do alive "$p" && left=1; done
+    [ $left -eq 0 ] && return 0
     sleep 0.1
   done
   kill -KILL "$@" 2>/dev/null
   return 0
 }
 
+# The whole teardown, shared by the EXIT trap and the watchdog below.
+teardown() {
+  local i order=()
+  # A command still running (we were interrupted) goes first, while slurmctld is
+  # still there to cancel its step; srun otherwise retries the controller for ever.
+  [ -n "$cmd_pid" ] && stop_pids "$cmd_pid"
+  # Daemons in reverse start order (slurmd, slurmctld, munged), so none spends its
+  # grace period retrying a peer that is already gone.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do order+=("${pids[i]}"); done
+  stop_pids "${order[@]}"
+  # Then whatever they left: step daemons, tasks of a cancelled step, helpers.
+  # shellcheck disable=SC2046
+  stop_pids $(our_procs)
+  [ "${SLURM_LOCAL_KEEP:-0}" = 1 ] || rm -rf "$tmp"
+}
+
 # shellcheck disable=SC2317  # reached through the EXIT trap
 cleanup() {
-  local rc=$? i p order=()
+  local rc=$? p
   trap - EXIT INT TERM
   set +e
   [ -n "$watchdog" ] && kill -KILL "$watchdog" 2>/dev/null
-  # Interrupted mid-command: stop srun first so it cancels its step cleanly.
-  [ -n "$cmd_pid" ] && stop_pids "$cmd_pid"
-  # Leftover steps and tasks first, then slurmd, slurmctld, munged (reverse start
-  # order), so nobody spends the grace period retrying a peer that is already gone.
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do order+=("${pids[i]}"); done
-  # shellcheck disable=SC2046
-  stop_pids $(stray_procs)
-  stop_pids "${order[@]}"
-  # shellcheck disable=SC2046
-  stop_pids $(our_procs)   # anything that slipped through (e.g. forked while stopping)
+  teardown
   for p in "${pids[@]}" $cmd_pid; do wait "$p" 2>/dev/null; done
-  if [ "${SLURM_LOCAL_KEEP:-0}" = 1 ]; then
-    echo "$me: kept $tmp" >&2
-  else
-    rm -rf "$tmp"
-  fi
+  [ "${SLURM_LOCAL_KEEP:-0}" = 1 ] && echo "$me: kept $tmp" >&2
   exit "$rc"
 }
 trap cleanup EXIT
@@ -299,14 +302,8 @@ cmd_pid=$!
 # is still there to cancel the step; srun otherwise retries for ever) and the daemons.
 (
   trap '' INT TERM
-  while kill -0 $$ 2>/dev/null; do sleep 1; done
-  stop_pids "$cmd_pid"
-  # shellcheck disable=SC2046
-  stop_pids $(stray_procs)
-  stop_pids "${pids[@]}"
-  # shellcheck disable=SC2046
-  stop_pids $(our_procs)
-  [ "${SLURM_LOCAL_KEEP:-0}" = 1 ] || rm -rf "$tmp"
+  while alive $$; do sleep 1; done
+  teardown
 ) </dev/null >/dev/null 2>&1 &
 watchdog=$!
 disown "$watchdog"   # so bash prints no "Killed" notice when cleanup ends it
