@@ -52,7 +52,7 @@ nlohmann::ordered_json bench(const BenchOptions& o) {
   auto sync = [&] {
     if (dev.is_cuda()) cuda::synchronize(dev.index);
   };
-  std::vector<double> ms;
+  std::vector<double> ms, backward_ms, tail_ms;
   for (int64_t s = 0; s < o.warmup + o.steps; ++s) {
     if (s == o.warmup && dev.is_cuda()) cuda::reset_pool_peak(dev.index);
     sync();
@@ -60,11 +60,18 @@ nlohmann::ordered_json bench(const BenchOptions& o) {
     t.step(batches[s % batches.size()], s % t.total_steps());
     sync();
     const double dt = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
-    if (s >= o.warmup) ms.push_back(dt);
+    if (s >= o.warmup) {
+      ms.push_back(dt);
+      if (const nn::GradReducer* r = t.reducer()) {
+        backward_ms.push_back(1000 * r->last().backward_s);
+        tail_ms.push_back(1000 * r->last().tail_s);
+      }
+    }
   }
   const data::Batch& b = batches[0];
   const double med = median(ms);
-  const int64_t batch = b.size(), views = static_cast<int64_t>(b.views.size());
+  const int ranks = t.group().size();
+  const int64_t batch = b.size() * ranks, views = static_cast<int64_t>(b.views.size());  // the global batch
   nlohmann::ordered_json j;
   j["bench"] = "pretrain_step";
   j["impl"] = "siam";
@@ -72,6 +79,7 @@ nlohmann::ordered_json bench(const BenchOptions& o) {
   j["arch"] = cfg.get_string("backbone.arch");
   j["device"] = dev.str();
   j["threads"] = omp_get_max_threads();
+  j["ranks"] = ranks;
   j["batch"] = batch;
   j["views"] = views;
   j["input"] = {b.views[0].size(1), b.views[0].size(2), b.views[0].size(3)};
@@ -84,6 +92,15 @@ nlohmann::ordered_json bench(const BenchOptions& o) {
   j["views_per_s"] = static_cast<double>(batch * views) * 1000.0 / med;
   j["data_ms_per_batch"] = median(data_ms);
   j["peak_rss_mb"] = peak_rss_mb();
+  if (const nn::GradReducer* r = t.reducer()) {
+    // Gradient averaging: backward with the overlapped all-reduces started inside it, then the
+    // tail that waits for the rest (the communication backward did not hide).
+    j["grad_mb_per_step"] = static_cast<double>(r->last().bytes) / (1024.0 * 1024.0);
+    j["buckets"] = r->last().buckets;
+    j["buckets_overlapped"] = r->last().overlapped;
+    j["backward_ms"] = median(backward_ms);
+    j["grad_reduce_tail_ms"] = median(tail_ms);
+  }
   if (dev.is_cuda()) {
     j["gpu"] = cuda::devices().at(dev.index).name;
     j["peak_gpu_mib"] = static_cast<double>(cuda::pool_peak_bytes(dev.index)) / (1024.0 * 1024.0);
@@ -100,7 +117,10 @@ void add_bench_command(CLI::App& app) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--warmup", o->warmup, "untimed steps first")->capture_default_str();
   cmd->add_option("--steps", o->steps, "timed steps (>= 10; the median is reported)")->capture_default_str();
-  cmd->callback([o] { std::cout << bench(*o).dump() << std::endl; });
+  cmd->callback([o] {
+    const nlohmann::ordered_json j = bench(*o);
+    if (dist::world().rank() == 0) std::cout << j.dump() << std::endl;  // one line per job
+  });
 }
 
 }  // namespace siam::apps

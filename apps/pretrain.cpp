@@ -238,7 +238,8 @@ Trainer::Trainer(const Config& cfg, dist::Group* group) : cfg_(cfg) {
   for (auto& [name, p] : method_->trainable_parameters()) params_.push_back(p);
   if (world > 1) {
     grad_group_ = group_->duplicate();
-    reducer_ = std::make_unique<nn::GradReducer>(params_, *grad_group_, cfg_.get_double("run.bucket_mb"));
+    reducer_ = std::make_unique<nn::GradReducer>(params_, *grad_group_, cfg_.get_double("run.bucket_mb"),
+                                                 cfg_.get_bool("run.overlap_grad_reduce"));
   }
 }
 

@@ -194,6 +194,8 @@ std::vector<ConfigKey> pretrain_schema() {
        "under mpirun / srun: auto (NCCL for CUDA tensors, MPI for CPU ones), mpi (also CUDA tensors, through the "
        "host) or nccl"},
       {"run.bucket_mb", 25.0, "under mpirun / srun: megabytes of gradients per all-reduce bucket"},
+      {"run.overlap_grad_reduce", true,
+       "under mpirun / srun: start each bucket's all-reduce while backward runs (false: all after backward)"},
       // [backbone]
       {"backbone.arch", S("resnet18"), "resnet18, resnet34, resnet50, vit_tiny, vit_small or vit_base"},
       {"backbone.in_channels", int64_t{0}, "input channels; 0: the data set's"},

@@ -67,11 +67,14 @@ watchdog=""
 # first). That makes stray processes findable by PID without matching names. This
 # shell and its subshells are excluded: their environ is the one bash started with.
 our_procs() {
-  local d p
-  for d in /proc/[0-9]*; do
-    p=${d#/proc/}
-    [ "$p" = $$ ] || [ "$p" = "$BASHPID" ] && continue
-    { tr '\0' '\n' <"$d/environ"; } 2>/dev/null | grep -qxF "SLURM_CONF=$tmp/slurm.conf" && echo "$p"
+  local f p
+  # One grep over all environ files (-z: NUL-separated entries); a tr|grep per
+  # process costs seconds here, where forks are slow.
+  # shellcheck disable=SC2013  # /proc paths have no spaces
+  for f in $(grep -lsxzF "SLURM_CONF=$tmp/slurm.conf" /proc/[0-9]*/environ); do
+    p=${f#/proc/}
+    p=${p%/environ}
+    [ "$p" = $$ ] || [ "$p" = "$BASHPID" ] || echo "$p"
   done
   return 0
 }
@@ -85,19 +88,33 @@ alive() {
   [ "${st%% *}" != Z ]
 }
 
-# TERM the given PIDs, give them up to 5 s, then KILL what is left.
+# True while any of the PIDs runs.
+any_alive() {
+  local p
+  for p in "$@"; do alive "$p" && return 0; done
+  return 1
+}
+
+# stop_pids [-w TENTHS] PID...: optionally wait TENTHS/10 s for the PIDs to exit on
+# their own, then TERM them, give them up to 5 s, then KILL what is left.
 stop_pids() {
-  local p left
+  local grace=0 i
+  [ "${1:-}" = -w ] && { grace=$2; shift 2; }
   [ $# -gt 0 ] || return 0
+  for ((i = 0; i < grace; i++)); do any_alive "$@" || return 0; sleep 0.1; done
   kill -TERM "$@" 2>/dev/null
-  for _ in $(seq 50); do
-    left=0
-    for p in "$@"; do alive "$p" && left=1; done
-    [ $left -eq 0 ] && return 0
-    sleep 0.1
-  done
+  for _ in $(seq 50); do any_alive "$@" || return 0; sleep 0.1; done
   kill -KILL "$@" 2>/dev/null
   return 0
+}
+
+# our_procs minus the daemons: step daemons, tasks, helpers.
+strays() {
+  local p q
+  for p in $(our_procs); do
+    for q in "${pids[@]}"; do [ "$p" = "$q" ] && continue 2; done
+    echo "$p"
+  done
 }
 
 # The whole teardown, shared by the EXIT trap and the watchdog below.
@@ -106,11 +123,16 @@ teardown() {
   # A command still running (we were interrupted) goes first, while slurmctld is
   # still there to cancel its step; srun otherwise retries the controller for ever.
   [ -n "$cmd_pid" ] && stop_pids "$cmd_pid"
+  # slurmstepd outlives srun by a moment while it reports the step's end to slurmd
+  # and slurmctld; let it, since a slurmd stopped under it hangs in shutdown for
+  # seconds. Anything still there after 3 s (tasks of a cancelled step) is stopped.
+  # shellcheck disable=SC2046
+  stop_pids -w 30 $(strays)
   # Daemons in reverse start order (slurmd, slurmctld, munged), so none spends its
   # grace period retrying a peer that is already gone.
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do order+=("${pids[i]}"); done
   stop_pids "${order[@]}"
-  # Then whatever they left: step daemons, tasks of a cancelled step, helpers.
+  # Whatever slipped through (e.g. forked while we were stopping things).
   # shellcheck disable=SC2046
   stop_pids $(our_procs)
   [ "${SLURM_LOCAL_KEEP:-0}" = 1 ] || rm -rf "$tmp"
