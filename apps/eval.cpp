@@ -1,5 +1,8 @@
 #include "apps/eval.h"
 
+#include "apps/run_config.h"
+#include "dist/dist.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -97,6 +100,22 @@ Tensor extract_features(nn::Module& backbone, const data::ImageSet& set, const N
     parts.push_back(copy_to(f, Device::cpu(), DType::f32));
   }
   return parts.size() == 1 ? parts.front() : cat(parts, 0);
+}
+
+Tensor extract_features(nn::Module& backbone, const data::ImageSet& set, const Normalisation& norm,
+                        int64_t batch_size, int input_size, dist::Group& group) {
+  const int64_t n = set.size(), w = group.size();
+  if (w == 1) return extract_features(backbone, set, norm, batch_size, input_size);
+  const int64_t per = (n + w - 1) / w, lo = std::min(n, per * group.rank()), hi = std::min(n, lo + per);
+  std::vector<int64_t> idx;
+  for (int64_t i = lo; i < hi; ++i) idx.push_back(i);
+  // A rank whose slice is empty still learns the feature size from one image.
+  const Tensor mine = extract_features(backbone, subset(set, idx.empty() ? std::vector<int64_t>{0} : idx), norm,
+                                       batch_size, input_size);
+  NoGradGuard no_grad;
+  Tensor padded = zeros({per, mine.size(1)});
+  if (hi > lo) copy_(narrow(padded, 0, 0, hi - lo), mine);
+  return contiguous(narrow(group.all_gather(padded), 0, 0, n));
 }
 
 Tensor pixel_features(const data::ImageSet& set, const Normalisation& norm) {

@@ -10,6 +10,10 @@
 #include "data/datasets.h"
 #include "nn/module.h"
 
+namespace siam::dist {
+class Group;
+}
+
 namespace siam::apps {
 
 // Per-channel normalisation of [0, 1] pixels; a 1-channel image uses element 0.
@@ -41,6 +45,12 @@ Tensor to_input(const Tensor& images, const Normalisation& norm, int out_h = 0, 
 // and leaves the backbone in the mode it found it in. input_size 0 keeps the image size.
 Tensor extract_features(nn::Module& backbone, const data::ImageSet& set, const Normalisation& norm,
                         int64_t batch_size = 256, int input_size = 0);
+// The same, split over the ranks of `group` (mpirun / srun): each rank embeds an equal slice of
+// the images (the last padded) and the slices are gathered, so every rank returns all (N, D)
+// features. An image's features do not depend on the others in eval mode, so the result is
+// the one-process result. One rank: extract_features.
+Tensor extract_features(nn::Module& backbone, const data::ImageSet& set, const Normalisation& norm,
+                        int64_t batch_size, int input_size, dist::Group& group);
 
 // The raw-pixel baseline's features: the normalised images flattened, (N, C * H * W) f32.
 Tensor pixel_features(const data::ImageSet& set, const Normalisation& norm);

@@ -112,8 +112,9 @@ Features probe_features(const char* command, const std::string& which, LoadedBac
     return f;
   }
   nn::ModulePtr net = which == "random" ? make_backbone(lb.config).module : lb.module;
-  f.train = extract_features(*net, train, norm, in.batch_size, input_size(lb.config));
-  f.test = extract_features(*net, test, norm, in.batch_size, input_size(lb.config));
+  // Under mpirun / srun the ranks share the embedding work (every rank gets all features).
+  f.train = extract_features(*net, train, norm, in.batch_size, input_size(lb.config), dist::world());
+  f.test = extract_features(*net, test, norm, in.batch_size, input_size(lb.config), dist::world());
   return f;
 }
 
@@ -342,6 +343,15 @@ void run_preview(const PreviewCommand& c, std::ostream& out) {
 
 namespace {
 
+// Under mpirun / srun only rank 0 reports; the other ranks share the feature extraction and
+// compute the same result beside it.
+std::ostream& rank0_out() {
+  static std::ostringstream sink;
+  if (dist::world().rank() == 0) return std::cout;
+  sink.str("");
+  return sink;
+}
+
 void add_checkpoint_options(CLI::App* cmd, CheckpointInput& in, const char* set_help) {
   cmd->add_option("checkpoint", in.checkpoint, "a checkpoint written by siam pretrain")->required();
   cmd->add_option("--set", in.sets, set_help)->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
@@ -364,7 +374,7 @@ void add_eval_commands(CLI::App& app) {
     cmd->add_option("--temperature", c->temperature, "vote weight exp(sim / T)")->capture_default_str();
     cmd->add_option("--features", c->features, "backbone, random (same architecture, untrained) or pixels")
         ->capture_default_str();
-    cmd->callback([c] { run_knn(*c, std::cout); });
+    cmd->callback([c] { run_knn(*c, rank0_out()); });
   }
   {
     auto c = std::make_shared<LinearCommand>();
@@ -382,7 +392,7 @@ void add_eval_commands(CLI::App& app) {
         ->capture_default_str();
     cmd->callback([c, raw] {
       c->probe.standardise = !*raw;
-      run_linear(*c, std::cout);
+      run_linear(*c, rank0_out());
     });
   }
   {

@@ -319,21 +319,8 @@ std::optional<double> Trainer::knn_monitor() {
   const Normalisation norm = normalisation(cfg_);
   const int size = static_cast<int>(cfg_.get_int("augment.crop_size"));
   nn::Module& backbone = method_->backbone();
-  // Data parallel: each rank embeds its slice of the images, padded to equal shares, and the
-  // slices are gathered (the features of an image do not depend on the others in eval mode).
-  auto features = [&](const data::ImageSet& set) {
-    const int64_t n = set.size(), w = group_->size();
-    if (w == 1) return extract_features(backbone, set, norm, 256, size);
-    const int64_t per = (n + w - 1) / w, lo = std::min(n, per * group_->rank()), hi = std::min(n, lo + per);
-    std::vector<int64_t> idx;
-    for (int64_t i = lo; i < hi; ++i) idx.push_back(i);
-    Tensor mine = idx.empty() ? Tensor() : extract_features(backbone, subset(set, idx), norm, 256, size);
-    const int64_t dim = method_->feature_dim();
-    NoGradGuard no_grad;
-    Tensor padded = zeros({per, dim}, {mine.defined() ? mine.dtype() : DType::f32, mine.defined() ? mine.device() : device_});
-    if (mine.defined()) copy_(narrow(padded, 0, 0, hi - lo), mine);
-    return contiguous(narrow(group_->all_gather(padded), 0, 0, n));
-  };
+  // Data parallel: each rank embeds a slice of the images and the slices are gathered.
+  auto features = [&](const data::ImageSet& set) { return extract_features(backbone, set, norm, 256, size, *group_); };
   const Tensor bank = features(bank_);
   const Tensor held = features(heldout_);
   KnnOptions o;

@@ -230,6 +230,9 @@ std::vector<ConfigKey> pretrain_schema() {
       {"method.moco.queue_size", int64_t{65536}, "negative keys in the queue"},
       {"method.moco.momentum", 0.999, "key encoder EMA momentum"},
       {"method.moco.cosine_momentum", false, "raise the momentum to 1 on BYOL's cosine instead of keeping it"},
+      {"method.moco.shuffle_bn", false,
+       "under mpirun / srun: the official shuffle-BN (the key encoder sees a batch shuffled across the ranks and "
+       "normalises it per rank) instead of SyncBN; the run then depends on the number of ranks"},
       {"method.moco.loss_impl", S("fused"), "the loss as one fused op, or composite (a chain of primitive ops)"},
       {"method.byol.projector", List{4096, 256}, "output sizes of the projector's Linear layers"},
       {"method.byol.predictor", List{4096, 256}, "output sizes of the predictor's Linear layers"},
@@ -649,6 +652,7 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
     c.queue_size = cfg.get_int(p + "queue_size");
     c.momentum = cfg.get_double(p + "momentum");
     c.cosine_momentum = cfg.get_bool(p + "cosine_momentum");
+    c.shuffle_bn = cfg.get_bool(p + "shuffle_bn");
     c.queue_seed = static_cast<uint64_t>(cfg.get_int("run.seed"));
     c.optim = optim;
     return std::make_unique<ssl::MoCo>(c);

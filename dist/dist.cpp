@@ -103,7 +103,9 @@ std::unique_ptr<Group> make_group(const std::string& backend, Group& base, int c
     fail("run.dist_backend must be \"auto\", \"mpi\" or \"nccl\", got \"", backend, "\"");
   if (backend == "nccl" && !nccl_compiled())
     fail("run.dist_backend = \"nccl\" but this build has no NCCL (it needs the CUDA backend and MPI); use \"mpi\"");
-  if (base.size() == 1 || backend == "mpi" || cuda_device < 0 || !nccl_compiled()) return base.duplicate();
+  if (backend == "mpi" || cuda_device < 0) return base.duplicate();
+  if (backend == "nccl") return detail::make_nccl(base, cuda_device);  // even for one rank
+  if (base.size() == 1 || !nccl_compiled()) return base.duplicate();
   return detail::make_nccl(base, cuda_device);
 }
 

@@ -13,7 +13,8 @@
 #
 # Environment knobs (all optional):
 #   SLURM_LOCAL_CPUS     CPUs the node advertises (default: nproc). Raising it lets
-#                        `srun -n N` start more tasks than cores without -O/--overcommit.
+#                        `srun -n N` start more tasks than cores without -O/--overcommit,
+#                        and turns CPU binding off (see TaskPlugin below).
 #   SLURM_LOCAL_TIMEOUT  seconds to wait for the node to become idle (default 30).
 #   SLURM_LOCAL_KEEP=1   keep the temp dir (logs) after exit, for debugging.
 set -euo pipefail
@@ -28,9 +29,9 @@ die() { echo "$me: $*" >&2; exit 2; }
 # ---------------------------------------------------------------- packages
 # slurmctld/slurmd/slurm-client are the pieces of the slurm-wlm metapackage we use;
 # --no-install-recommends skips ~30 optional plugin packages (HDF5, ROCm, IPMI...).
-# libpmix-dev is not optional: Slurm's mpi/pmix plugin dlopen()s the *unversioned*
-# pmix2/lib/libpmix.so, which only the -dev package ships; without it
-# `srun --mpi=pmix` fails with "Cannot dlopen libpmix.so".
+# libpmix2 and libpmix-dev are not optional although no Slurm package depends on
+# them: Debian's mpi/pmix plugin dlopen()s the *unversioned* pmix2/lib/libpmix.so,
+# which only the -dev package ships; without it `srun --mpi=pmix` has no PMIx server.
 want=(slurmctld slurmd slurm-client munge libpmix2 libpmix-dev)
 missing=()
 for p in "${want[@]}"; do
@@ -58,8 +59,10 @@ tmp=$(mktemp -d /tmp/slurm_local.XXXXXX)
 # of them writable by others (else it refuses); 711 satisfies both without listing.
 chmod 711 "$tmp"
 pids=()            # daemons we started, in start order
+names=()           # their names, same order, for messages
 cmd_pid=""         # the user's command while it runs
 watchdog=""
+stopped=()         # every PID teardown signalled, to wait for their /proc entries
 
 # Everything this cluster spawned carries our SLURM_CONF (a unique temp path) in its
 # environment: the daemons, slurmstepd (which double-forks away from slurmd, so it is
@@ -101,6 +104,7 @@ stop_pids() {
   local grace=0 i
   [ "${1:-}" = -w ] && { grace=$2; shift 2; }
   [ $# -gt 0 ] || return 0
+  stopped+=("$@")
   for ((i = 0; i < grace; i++)); do any_alive "$@" || return 0; sleep 0.1; done
   kill -TERM "$@" 2>/dev/null
   for _ in $(seq 50); do any_alive "$@" || return 0; sleep 0.1; done
@@ -108,18 +112,23 @@ stop_pids() {
   return 0
 }
 
-# our_procs minus the daemons: step daemons, tasks, helpers.
+# our_procs minus the daemons and their direct children (slurmctld's slurmscriptd
+# ignores TERM and is stopped by slurmctld itself; killing it first makes slurmctld's
+# shutdown hang): step daemons, tasks, helpers.
 strays() {
-  local p q
+  local p q st
   for p in $(our_procs); do
-    for q in "${pids[@]}"; do [ "$p" = "$q" ] && continue 2; done
+    st=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    st=${st##*) }       # "S PPID ..."
+    st=${st#* }
+    for q in "${pids[@]}"; do [ "$p" = "$q" ] || [ "${st%% *}" = "$q" ] && continue 2; done
     echo "$p"
   done
 }
 
 # The whole teardown, shared by the EXIT trap and the watchdog below.
 teardown() {
-  local i order=()
+  local i p order=()
   # A command still running (we were interrupted) goes first, while slurmctld is
   # still there to cancel its step; srun otherwise retries the controller for ever.
   [ -n "$cmd_pid" ] && stop_pids "$cmd_pid"
@@ -135,6 +144,12 @@ teardown() {
   # Whatever slipped through (e.g. forked while we were stopping things).
   # shellcheck disable=SC2046
   stop_pids $(our_procs)
+  # Orphans (slurmstepd) linger as zombies until init reaps them, which this sandbox's
+  # init does lazily; wait up to 3 s so a `pgrep slurm` right after us finds nothing.
+  for _ in $(seq 30); do
+    for p in "${stopped[@]}"; do [ -e "/proc/$p" ] && { sleep 0.1; continue 2; }; done
+    break
+  done
   [ "${SLURM_LOCAL_KEEP:-0}" = 1 ] || rm -rf "$tmp"
 }
 
@@ -194,7 +209,14 @@ read -r ctld_port slurmd_port < <(pick_ports 2)
 
 # ---------------------------------------------------------------- config
 node=$(hostname -s)
-cpus=${SLURM_LOCAL_CPUS:-$(nproc)}
+# nproc counts OMP_NUM_THREADS as a limit; the node has the cores the process may run on.
+cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+cpus=${SLURM_LOCAL_CPUS:-$cores}
+# Binding cannot place more tasks than real cores (slurmd fails the launch with
+# "Unable to layout tasks"), so advertising extra CPUs means no binding, which is
+# also what mpirun --oversubscribe does.
+task_plugin=task/affinity
+[ "$cpus" -gt "$cores" ] && task_plugin=task/none
 # A little under MemTotal: slurmd measures memory itself, and a node that reports less
 # than RealMemory is drained.
 mem_mb=$(awk '/^MemTotal:/ { printf "%d", $2 / 1024 * 0.95 }' /proc/meminfo)
@@ -229,10 +251,13 @@ SlurmdDebug=info
 # (e.g. parallel ctest jobs) from colliding on /tmp/spmix_appdir_*.
 TmpFS=$tmp/tmpfs
 
-# Containers here have no cgroup delegation: track processes through /proc and do no
-# binding/confinement, so Slurm never touches /sys/fs/cgroup.
+# Containers here have no cgroup delegation: track processes through /proc and
+# confine nothing, so Slurm never touches /sys/fs/cgroup. task/affinity only calls
+# sched_setaffinity (no cgroups) and binds each task to its own core, as mpirun does
+# for -np <= cores; without it every rank sees all cores and sizes its thread pool
+# to match, which makes an srun run differ from the mpirun run it is compared with.
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=$task_plugin
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
@@ -264,7 +289,9 @@ NodeName=$node NodeAddr=127.0.0.1 NodeHostname=$node CPUs=$cpus RealMemory=$mem_
 PartitionName=local Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
 
-# slurmd reads cgroup.conf even when no cgroup plugin is used; keep it inert.
+# slurmd loads its cgroup plugin at start whatever the config (it only reads
+# /sys/fs/cgroup then). Constrain* already default to no; spelled out so this
+# cluster never asks for confinement the container cannot give.
 cat >"$tmp/cgroup.conf" <<EOF
 ConstrainCores=no
 ConstrainRAMSpace=no
@@ -287,15 +314,15 @@ munged -F --force \
   --pid-file="$tmp/run/munged.pid" \
   --seed-file="$tmp/munge/munged.seed" \
   </dev/null >>"$tmp/log/munged.log" 2>&1 &
-pids+=($!)
+pids+=($!) names+=(munged)
 for _ in $(seq 50); do [ -S "$tmp/munge/munge.socket" ] && break; sleep 0.1; done
 [ -S "$tmp/munge/munge.socket" ] || fail "munged did not create its socket"
 
 # -D: foreground (we own the PID); -i: ignore (nonexistent) saved state.
 slurmctld -D -i </dev/null >>"$tmp/log/slurmctld.out" 2>&1 &
-pids+=($!)
+pids+=($!) names+=(slurmctld)
 slurmd -D -N "$node" </dev/null >>"$tmp/log/slurmd.out" 2>&1 &
-pids+=($!)
+pids+=($!) names+=(slurmd)
 
 # Up means: the controller answers and has seen slurmd register (state idle).
 deadline=$(($(date +%s) + ${SLURM_LOCAL_TIMEOUT:-30}))
@@ -303,8 +330,8 @@ state=""
 while :; do
   state=$(sinfo -h -n "$node" -o %t 2>/dev/null | head -n1 || true)
   [ "$state" = idle ] && break
-  for p in "${pids[@]}"; do
-    kill -0 "$p" 2>/dev/null || fail "a Slurm daemon (pid $p) exited during start-up"
+  for i in "${!pids[@]}"; do
+    alive "${pids[i]}" || fail "${names[i]} exited during start-up"
   done
   [ "$(date +%s)" -lt "$deadline" ] || fail "node '$node' not idle after ${SLURM_LOCAL_TIMEOUT:-30}s (state: '${state:-no answer}')"
   sleep 0.2

@@ -85,7 +85,7 @@ class Method : public nn::Module {
   // that need the whole batch (NT-Xent, VICReg's variance and covariance, Barlow Twins'
   // cross-correlation) gather its embeddings; the MoCo queue takes every rank's keys and
   // DINO's centre the mean over ranks. The caller averages the gradients (nn::GradReducer).
-  void set_process_group(dist::Group* group);
+  virtual void set_process_group(dist::Group* group);
   dist::Group* process_group() const { return group_; }
 
  protected:

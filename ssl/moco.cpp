@@ -1,6 +1,11 @@
 #include "ssl/moco.h"
 
+#include <algorithm>
+#include <numeric>
+#include <random>
+
 #include "dist/dist.h"
+#include "nn/layers.h"
 #include "nn/schedule.h"
 
 namespace siam::ssl {
@@ -37,16 +42,42 @@ int64_t MoCo::queue_pointer() const {
   return static_cast<int64_t>(copy_to(queue_ptr, Device::cpu(), DType::i64).item());
 }
 
-StepOutput MoCo::step(const std::vector<Tensor>& views, const Progress&, const Tensor&) {
+void MoCo::set_process_group(dist::Group* group) {
+  Method::set_process_group(group);
+  if (cfg.shuffle_bn) {
+    nn::set_sync_batch_norm(*key_backbone, nullptr);
+    nn::set_sync_batch_norm(*key_projector, nullptr);
+  }
+}
+
+Tensor MoCo::keys(const Tensor& x, const Progress& progress) {
+  NoGradGuard no_grad;
+  auto encode = [&](const Tensor& in) { return normalize(key_projector->forward(key_backbone->forward(in)), 1); };
+  if (!cfg.shuffle_bn || !group_ || group_->size() == 1) return encode(x);
+  // Shuffle-BN: one permutation of the global batch, the same on every rank (seeded by the
+  // step), so rank r encodes global rows perm[r n .. (r + 1) n) and normalises them together.
+  const int64_t n = x.size(0), total = n * group_->size(), r = group_->rank();
+  std::vector<int64_t> perm(static_cast<size_t>(total)), inverse(static_cast<size_t>(total));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::mt19937_64 rng(cfg.queue_seed * 1000003u + static_cast<uint64_t>(progress.step));
+  std::shuffle(perm.begin(), perm.end(), rng);
+  for (int64_t i = 0; i < total; ++i) inverse[static_cast<size_t>(perm[static_cast<size_t>(i)])] = i;
+  const Tensor all = group_->all_gather(contiguous(x));  // (N W, C, H, W)
+  const Tensor mine = from_vector(std::vector<double>(perm.begin() + r * n, perm.begin() + (r + 1) * n), {n},
+                                  {DType::i64, x.device()});
+  const Tensor shuffled_keys = group_->all_gather(contiguous(encode(index_select(all, 0, mine))));
+  const Tensor back = from_vector(std::vector<double>(inverse.begin() + r * n, inverse.begin() + (r + 1) * n), {n},
+                                  {DType::i64, x.device()});
+  return index_select(shuffled_keys, 0, back);
+}
+
+StepOutput MoCo::step(const std::vector<Tensor>& views, const Progress& progress, const Tensor&) {
   require_views(views, 2, 2);
   const int64_t n = views[0].size(0) * (group_ ? group_->size() : 1);
   if (n > cfg.queue_size)
     fail("MoCo: a batch of ", n, " keys does not fit in a queue of ", cfg.queue_size);
   Tensor q = projector->forward(online_.module->forward(views[0]));  // (N, D)
-  {
-    NoGradGuard no_grad;
-    keys_ = normalize(key_projector->forward(key_backbone->forward(views[1])), 1);
-  }
+  keys_ = keys(views[1], progress);
   Tensor loss = info_nce(q, keys_, transpose(queue, 0, 1), cfg.temperature, cfg.loss_impl);
   {
     NoGradGuard no_grad;

@@ -4,59 +4,15 @@
 // process's batch norm on the concatenated batch, the gradient reducer, and the property the
 // whole design serves: for each of the seven methods, a run of 1, 2 and 4 ranks at the same
 // global batch gives the same losses at every step and the same final weights (f64: 1e-10).
-#include <gtest/gtest.h>
-
-#include <cmath>
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
-
-#include "apps/pretrain.h"
-#include "autograd/ops_dist.h"
-#include "nn/checkpoint.h"
 #include "nn/data_parallel.h"
-#include "tests/synthetic_mnist.h"
+#include "nn/layers.h"
+#include "ssl/moco.h"
+#include "tests/dist/dist_test_util.h"
+#include "tests/test_ssl_common.h"
 
 using namespace siam;
-namespace fs = std::filesystem;
+using namespace siam::disttest;
 
-namespace {
-
-dist::Group& world() { return dist::world(); }
-
-Tensor fresh(const Tensor& t) { return copy_to(t, t.device(), t.dtype()); }
-
-// Values that differ by rank and element, exact in every dtype used.
-Tensor rank_values(const Shape& s, DType dt, int rank) {
-  Tensor t = empty(s, {dt});
-  std::vector<double> v(static_cast<size_t>(t.numel()));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>((rank + 1) * 10 + static_cast<int>(i % 7));
-  return from_vector(v, s, {dt});
-}
-
-double max_rel_diff(const Tensor& a, const Tensor& b) {
-  const std::vector<double> x = copy_to(a, Device::cpu(), DType::f64).to_vector(),
-                            y = copy_to(b, Device::cpu(), DType::f64).to_vector();
-  EXPECT_EQ(x.size(), y.size());
-  double worst = 0;
-  for (size_t i = 0; i < x.size() && i < y.size(); ++i)
-    worst = std::max(worst, std::abs(x[i] - y[i]) / std::max(1e-12, std::max(std::abs(x[i]), std::abs(y[i]))));
-  return worst;
-}
-
-// A folder all ranks of the world share: rank 0 names it and everyone gets the same path.
-std::string shared_dir(const std::string& name) {
-  const std::string path = (fs::temp_directory_path() / ("siam_dist_" + name)).string();
-  world().barrier();
-  if (world().rank() == 0) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  world().barrier();
-  return path;
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------- collectives
 
@@ -171,7 +127,10 @@ TEST(AllGatherGrad, MatchesFiniteDifferencesOfTheSummedObjective) {
         minus.data<double>()[i] -= eps;
       }
       const double numeric = (total(plus) - total(minus)) / (2 * eps);
-      if (r == owner) EXPECT_NEAR(analytic[static_cast<size_t>(i)], numeric, 1e-6 * std::max(1.0, std::abs(numeric))) << "rank " << r << " element " << i;
+      if (r == owner) {
+        EXPECT_NEAR(analytic[static_cast<size_t>(i)], numeric, 1e-6 * std::max(1.0, std::abs(numeric)))
+            << "rank " << r << " element " << i;
+      }
     }
 }
 
@@ -219,7 +178,9 @@ TEST(SyncBatchNorm, EqualsOneProcessOnTheConcatenatedBatch) {
       EXPECT_LT(max_rel_diff(rm2, rm1), 1e-12) << what << " running mean";
       EXPECT_LT(max_rel_diff(rv2, rv1), 1e-12) << what << " running var";
       EXPECT_LT(max_rel_diff(g2[0], narrow(g1[0], 0, r * n, n)), 1e-10) << what << " dx";
-      if (fused) EXPECT_LT(max_rel_diff(g2[3], narrow(g1[3], 0, r * n, n)), 1e-10) << what << " dresidual";
+      if (fused) {
+        EXPECT_LT(max_rel_diff(g2[3], narrow(g1[3], 0, r * n, n)), 1e-10) << what << " dresidual";
+      }
       // Parameter gradients are per-rank shares; their sum over ranks is one process's.
       for (int k : {1, 2}) {
         Tensor s = contiguous(g2[static_cast<size_t>(k)]);
@@ -258,115 +219,7 @@ TEST(GradReducer, AveragesEveryGradientInSeveralBuckets) {
   EXPECT_GE(reducer.last().overlapped, 4) << "buckets should start while backward runs";
 }
 
-// ---------------------------------------------------------------- world-size invariance
-
 namespace {
-
-std::string tiny_config(const std::string& data_dir, const std::string& dtype) {
-  return "[run]\nname = \"t\"\nepochs = 2\nbatch_size = 16\ncheckpoint_every = 1\nlog_every = 1\nknn_every = 0\n"
-         "threads = 1\ndtype = \"" + dtype + "\"\n"
-         "[backbone]\nsmall_input = true\nwidth = 4\n"
-         "[data]\ndataset = \"mnist\"\nroot = \"" + data_dir + "\"\nheldout = 0\n"
-         "[method.simclr]\nprojector = [32, 32, 16]\ntemperature = 0.5\n"
-         "[method.moco]\nprojector = [32, 16]\nqueue_size = 40\n"
-         "[method.byol]\nprojector = [32, 16]\npredictor = [32, 16]\n"
-         "[method.simsiam]\nprojector = [32, 32]\npredictor = [8, 32]\n"
-         "[method.dino]\nout_dim = 64\nhidden_dim = 32\nbottleneck_dim = 16\nwarmup_teacher_temp_epochs = 1\n"
-         "[method.vicreg]\nprojector = [32, 32]\n"
-         "[method.barlow]\nprojector = [32, 32]\n"
-         "[augment]\nblur_p = [0.0, 0.0]\n"
-         "[pairs]\nlocal_crops = 2\nlocal_size = 12\n"
-         "[optimizer]\nwarmup_epochs = 1\n";
-}
-
-struct RunOutput {
-  std::vector<double> losses;  // one per step
-  std::map<std::string, Tensor> model;
-  int64_t step = 0;
-};
-
-// Pretrains with `ranks` ranks of the world (the others wait); rank 0 reads the result back.
-RunOutput run_with(int ranks, const std::string& config, const std::string& out, std::vector<std::string> sets,
-                   int64_t stop_at = -1, bool resume = false) {
-  const int r = world().rank();
-  auto group = world().split(r < ranks ? 0 : 1);
-  if (r < ranks) {
-    apps::PretrainOptions o;
-    o.config_path = config;
-    o.sets = std::move(sets);
-    o.output = out;
-    o.console = false;
-    o.group = group.get();
-    o.stop_at_step = stop_at;
-    o.resume = resume;
-    apps::pretrain(o);
-  }
-  world().barrier();
-  RunOutput res;
-  if (r != 0) return res;
-  std::ifstream in(out + "/metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    auto j = nlohmann::json::parse(line);
-    if (j.value("kind", "") == "train") res.losses.push_back(j["loss"].get<double>());
-  }
-  nn::Checkpoint ck = nn::load_checkpoint(out + "/checkpoint.safetensors");
-  res.model = ck.section("model");
-  res.step = ck.step;
-  return res;
-}
-
-void expect_same_run(const RunOutput& a, const RunOutput& b, double tol, const std::string& what) {
-  if (world().rank() != 0) return;
-  ASSERT_EQ(a.losses.size(), b.losses.size()) << what;
-  ASSERT_FALSE(a.losses.empty()) << what;
-  for (size_t i = 0; i < a.losses.size(); ++i)
-    EXPECT_LE(std::abs(a.losses[i] - b.losses[i]), tol * std::max(1.0, std::abs(a.losses[i])))
-        << what << ": loss at step " << i + 1 << ": " << a.losses[i] << " vs " << b.losses[i];
-  ASSERT_EQ(a.model.size(), b.model.size()) << what;
-  double worst = 0;
-  std::string worst_name;
-  for (const auto& [name, t] : a.model) {
-    if (!is_floating(t.dtype())) continue;
-    const Tensor& u = b.model.at(name);
-    const std::vector<double> x = copy_to(t, Device::cpu(), DType::f64).to_vector(),
-                              y = copy_to(u, Device::cpu(), DType::f64).to_vector();
-    double scale = 0;
-    for (double v : x) scale = std::max(scale, std::abs(v));
-    for (size_t i = 0; i < x.size(); ++i) {
-      // A tensor that is zero up to rounding (a running mean of normalised values) is compared
-      // on the scale 1e-6 instead of its own.
-      const double d = std::abs(x[i] - y[i]) / std::max(scale, 1e-6);
-      if (d > worst) worst = d, worst_name = name;
-    }
-    if (std::getenv("SIAM_DEBUG_DIFF")) {
-      double dm = 0;
-      for (size_t i = 0; i < x.size(); ++i) dm = std::max(dm, std::abs(x[i] - y[i]));
-      std::cerr << name << " scale " << scale << " maxdiff " << dm << " first " << x[0] << " vs " << y[0] << "\n";
-    }
-  }
-  EXPECT_LE(worst, tol) << what << ": final weights differ most in " << worst_name << " (" << worst
-                        << " of the tensor's largest value)";
-}
-
-struct World {
-  std::string dir, data, config;
-  explicit World(const std::string& name, const std::string& dtype = "f64") {
-    dir = shared_dir(name);
-    data = dir + "/mnist";
-    config = dir + "/tiny.toml";
-    if (world().rank() == 0) {
-      fs::create_directories(data);
-      testdata::write_synthetic_mnist(data, "train", 64, 1);
-      testdata::write_synthetic_mnist(data, "t10k", 40, 2);
-      testdata::write_file(config, tiny_config(data, dtype));
-    }
-    world().barrier();
-  }
-  ~World() {
-    world().barrier();
-    if (world().rank() == 0) fs::remove_all(dir);
-  }
-};
 
 class WorldSize : public ::testing::TestWithParam<std::string> {};
 
@@ -387,18 +240,6 @@ TEST_P(WorldSize, SameLossesAndWeightsAtOneTwoAndFourRanks) {
 
 INSTANTIATE_TEST_SUITE_P(Methods, WorldSize,
                          ::testing::Values("simclr", "moco", "byol", "simsiam", "dino", "vicreg", "barlow"));
-
-// The largest absolute difference over every floating tensor of two runs' final states.
-double max_abs_diff(const RunOutput& a, const RunOutput& b) {
-  double worst = 0;
-  for (const auto& [name, t] : a.model) {
-    if (!is_floating(t.dtype())) continue;
-    const std::vector<double> x = copy_to(t, Device::cpu(), DType::f64).to_vector(),
-                              y = copy_to(b.model.at(name), Device::cpu(), DType::f64).to_vector();
-    for (size_t i = 0; i < x.size(); ++i) worst = std::max(worst, std::abs(x[i] - y[i]));
-  }
-  return worst;
-}
 
 // f32, with the kNN monitor (its features split over the ranks). Float reduction order
 // differs between world sizes and training amplifies it, so the yardstick is f32 rounding
@@ -466,4 +307,37 @@ TEST(WorldSizeErrors, BatchThatDoesNotSplitAndConfigsThatDiffer) {
   EXPECT_NE(uneven.find("equal shares over " + std::to_string(world().size()) + " ranks"), std::string::npos) << uneven;
   const std::string differ = run({"run.seed=" + std::to_string(r == 0 ? 1 : 2)});
   EXPECT_NE(differ.find("the ranks disagree on the resolved config"), std::string::npos) << differ;
+}
+
+// ---------------------------------------------------------------- MoCo shuffle-BN
+
+// With the key encoder's batch norm in evaluation mode (per-sample), shuffling the key batch
+// across the ranks must not change a single key: the permutation and its inverse agree on all
+// ranks. In training mode the keys change (other images share the statistics), and every rank
+// still enqueues the same keys.
+TEST(MocoShuffleBn, KeysComeBackInOrderAndTheQueueIsShared) {
+  const int r = world().rank(), w = world().size();
+  const int64_t n = 3;
+  Generator gen(11);
+  Tensor all0 = randn({n * w, 1, 8, 8}, gen, {DType::f64}), all1 = randn({n * w, 1, 8, 8}, gen, {DType::f64});
+  const std::vector<Tensor> views{narrow(all0, 0, r * n, n), narrow(all1, 0, r * n, n)};
+  auto queue_after_step = [&](bool shuffle, bool key_bn_eval) {
+    nn::init_generator().set_state(5, 0);
+    ssl::MocoConfig cfg;
+    cfg.projector.dims = {16, 8};
+    cfg.queue_size = 64;
+    cfg.shuffle_bn = shuffle;
+    ssl::MoCo m(cfg, test::tiny_backbone);
+    m.to(DType::f64);
+    m.set_process_group(&world());
+    if (key_bn_eval) m.key_backbone->eval();
+    m.training_step(views, ssl::Progress{.step = 3, .steps_per_epoch = 10, .total_steps = 10});
+    m.after_optimizer_step(ssl::Progress{.step = 3, .steps_per_epoch = 10, .total_steps = 10});
+    return fresh(m.queue);
+  };
+  EXPECT_LT(max_rel_diff(queue_after_step(true, true), queue_after_step(false, true)), 1e-12)
+      << "shuffle-BN with per-sample normalisation changed the keys";
+  const Tensor shuffled = queue_after_step(true, false), synced = queue_after_step(false, false);
+  EXPECT_GT(max_rel_diff(shuffled, synced), 1e-6) << "shuffle-BN left the key statistics as SyncBN's";
+  dist::require_same(world(), dist::fnv1a(shuffled.raw_data(), shuffled.nbytes()), "the MoCo queue after shuffle-BN");
 }

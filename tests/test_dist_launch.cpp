@@ -1,9 +1,11 @@
-// The failure path of a multi-rank run, through the real launcher: `mpirun -np 2 siam
-// pretrain` where one rank throws a siam::Error, or is killed with SIGKILL mid-run. The job must
-// end within seconds (never hang), with the failing rank's message, the last checkpoint must
-// load, and `--resume` must finish the same run as one never interrupted (bit for bit: the
-// same world size reduces in the same order). Skipped with the reason when mpirun or the siam
-// binary is missing; scripts/deps.sh build installs OpenMPI.
+// Multi-rank runs through the real launchers. The failure path of `mpirun -np 2 siam pretrain`:
+// one rank throws a siam::Error, or is killed with SIGKILL mid-run; the job must end within
+// seconds (never hang), with the failing rank's message, the last checkpoint must load, and
+// `--resume` must finish the same run as one never interrupted (bit for bit: the same world
+// size reduces in the same order). And a real scheduler: a one-node Slurm started by
+// scripts/slurm_local.sh runs `srun -n 2 --mpi=pmix siam pretrain`, which must end with the
+// weights of the mpirun run. Skipped with the reason when mpirun or the siam binary is missing
+// (scripts/deps.sh build installs OpenMPI), or Slurm cannot be set up without root.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -37,21 +39,15 @@ std::string mpirun_path() {
   return "";
 }
 
+std::string slurm_script() { return std::string(SIAM_SOURCE_DIR) + "/scripts/slurm_local.sh"; }
+
 std::string file_text(const std::string& path) {
   std::ifstream in(path);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-// mpirun -np 2 siam args..., stdout and stderr to `log`; returns mpirun's pid.
-pid_t launch(const std::vector<std::string>& siam_args, const std::string& log,
-             const std::vector<std::string>& env = {}) {
-  std::vector<std::string> args{mpirun_path(), "--oversubscribe", "--allow-run-as-root", "-np", "2"};
-  for (const auto& e : env) {
-    args.push_back("-x");
-    args.push_back(e);
-  }
-  args.push_back(siam_binary());
-  args.insert(args.end(), siam_args.begin(), siam_args.end());
+// Runs `args` with stdout and stderr to `log`; returns its pid.
+pid_t spawn(std::vector<std::string> args, const std::string& log) {
   pid_t pid = fork();
   if (pid == 0) {
     if (!freopen(log.c_str(), "w", stdout) || dup2(fileno(stdout), 2) < 0) _exit(127);
@@ -64,6 +60,19 @@ pid_t launch(const std::vector<std::string>& siam_args, const std::string& log,
     _exit(127);
   }
   return pid;
+}
+
+// mpirun -np 2 siam args..., stdout and stderr to `log`; returns mpirun's pid.
+pid_t launch(const std::vector<std::string>& siam_args, const std::string& log,
+             const std::vector<std::string>& env = {}) {
+  std::vector<std::string> args{mpirun_path(), "--oversubscribe", "--allow-run-as-root", "-np", "2"};
+  for (const auto& e : env) {
+    args.push_back("-x");
+    args.push_back(e);
+  }
+  args.push_back(siam_binary());
+  args.insert(args.end(), siam_args.begin(), siam_args.end());
+  return spawn(args, log);
 }
 
 // Waits up to `limit` for pid; returns its exit status (128 + signal), or -1 on time-out (and
@@ -179,4 +188,25 @@ TEST(DistFaults, KilledRankEndsTheJobAndResumeFinishesTheSameRun) {
       << file_text(f.dir + "/resume.log");
   EXPECT_EQ(nn::load_checkpoint(f.checkpoint("run")).step, 96);
   expect_identical_models(f.checkpoint("whole"), f.checkpoint("run"));
+}
+
+TEST(DistLaunch, SrunUnderOneNodeSlurmEqualsMpirun) {
+  SKIP_WITHOUT_LAUNCHER();
+  FaultRun f("slurm");
+  std::vector<std::string> mpi = f.args("mpi"), srun = f.args("srun");
+  for (auto* a : {&mpi, &srun})
+    for (const char* s : {"run.epochs=2", "run.threads=1"}) {
+      a->push_back("--set");
+      a->push_back(s);
+    }
+  ASSERT_EQ(wait_for(launch(mpi, f.dir + "/mpi.log"), std::chrono::seconds(300)), 0) << file_text(f.dir + "/mpi.log");
+  std::vector<std::string> cmd{"/bin/bash", slurm_script(), "--", "srun", "-n", "2", "--mpi=pmix", siam_binary()};
+  cmd.insert(cmd.end(), srun.begin(), srun.end());
+  const int rc = wait_for(spawn(cmd, f.dir + "/srun.log"), std::chrono::seconds(600));
+  const std::string log = file_text(f.dir + "/srun.log");
+  if (rc == 2 && getuid() != 0 && log.find("root") != std::string::npos)
+    GTEST_SKIP() << "a one-node Slurm needs root here: " << log;
+  ASSERT_EQ(rc, 0) << log;
+  EXPECT_NE(log.find("Slurm up"), std::string::npos) << log;
+  expect_identical_models(f.checkpoint("mpi"), f.checkpoint("srun"));
 }
