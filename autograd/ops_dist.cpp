@@ -14,19 +14,6 @@ namespace {
 Tensor detach_or_empty(const Tensor& t) { return t.defined() ? detach(t) : Tensor(); }
 bool grad_wanted(const Tensor& t) { return t.defined() && t.requires_grad(); }
 
-// (C) -> a shape that broadcasts over x's channel dimension: (1, C) or (1, C, 1, 1).
-Shape channel_shape(const Tensor& x) {
-  Shape s(static_cast<size_t>(x.dim()), 1);
-  s[1] = x.size(1);
-  return s;
-}
-
-std::vector<int64_t> non_channel_dims(const Tensor& x) {
-  std::vector<int64_t> d{0};
-  for (int64_t i = 2; i < x.dim(); ++i) d.push_back(i);
-  return d;
-}
-
 struct GlobalStats {
   Tensor mean, var;  // (C), x's dtype: biased statistics over every rank's values
   double count = 0;  // values per channel over all ranks
@@ -35,18 +22,14 @@ struct GlobalStats {
 // Two passes, each one all-reduce of C doubles: the mean, then the centred sum of squares.
 GlobalStats global_stats(const Tensor& x, dist::Group& g) {
   NoGradGuard no_grad;
-  const int64_t c = x.size(1);
-  const std::vector<int64_t> dims = non_channel_dims(x);
   // Every rank holds the same number of values (equal shares of the global batch), so the
   // count needs no reduction and nothing here waits for the host.
-  Tensor s = contiguous(to(sum(x, dims), DType::f64));
-  g.all_reduce(s);
   GlobalStats out;
-  out.count = static_cast<double>(x.numel() / c) * g.size();
-  Tensor mean64 = mul(s, 1.0 / out.count);
-  out.mean = to(mean64, x.dtype());
-  Tensor centred = sub(x, reshape(out.mean, channel_shape(x)));
-  Tensor sq = contiguous(to(sum(mul(centred, centred), dims), DType::f64));
+  out.count = static_cast<double>(x.numel() / x.size(1)) * g.size();
+  Tensor s = kernels::batch_norm_channel_sums(x, Tensor());
+  g.all_reduce(s);
+  out.mean = to(mul(s, 1.0 / out.count), x.dtype());
+  Tensor sq = kernels::batch_norm_channel_sums(x, out.mean);
   g.all_reduce(sq);
   out.var = to(mul(sq, 1.0 / out.count), x.dtype());
   return out;
@@ -62,17 +45,14 @@ void update_running(const Tensor& running_mean, const Tensor& running_var, const
 }
 
 // dx = dx_local - w invstd / M (sum_g + x_hat sum_gxhat), with sum_g and sum_gxhat summed over
-// ranks; dx_local = w invstd g is the evaluation-form backward. Returns dx.
-Tensor sync_dx(const Tensor& dx_local, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd,
+// ranks; dx_local = w invstd g is the evaluation-form backward (updated in place).
+Tensor sync_dx(Tensor dx_local, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& invstd,
                const Tensor& sum_g, const Tensor& sum_gxhat, double count, dist::Group& g) {
-  const int64_t c = x.size(1);
   Tensor sums = contiguous(cat({to(sum_g, DType::f64), to(sum_gxhat, DType::f64)}, 0));
   g.all_reduce(sums);
-  Tensor wi = w.defined() ? mul(w, invstd) : invstd;
-  Tensor a = mul(wi, to(mul(narrow(sums, 0, 0, c), 1.0 / count), x.dtype()));
-  Tensor b = mul(mul(wi, invstd), to(mul(narrow(sums, 0, c, c), 1.0 / count), x.dtype()));
-  const Shape cs = channel_shape(x);
-  return sub(sub(dx_local, reshape(a, cs)), mul(sub(x, reshape(mean, cs)), reshape(b, cs)));
+  if (!dx_local.is_contiguous()) dx_local = contiguous(dx_local);
+  kernels::batch_norm_sync_dx_(dx_local, x, w, mean, invstd, sums, count);
+  return dx_local;
 }
 
 void check_sync_bn(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,

@@ -49,6 +49,18 @@ NormActBackward batch_norm_act_backward(const Tensor& g, const Tensor& y, const 
                                         const Tensor& weight, const Tensor& mean, const Tensor& invstd,
                                         bool relu, bool training, std::array<bool, 4> need);
 
+// SyncBN's pieces (autograd/ops_dist.cpp reduces them across processes):
+// per-channel sums over every dimension but 1, the sum of x when `centre` is undefined, else
+// the sum of (x - centre)^2 with centre (C) in x's dtype. x: (N, C) or (N, C, H, W). Returns (C) f64
+// on x's device.
+Tensor batch_norm_channel_sums(const Tensor& x, const Tensor& centre);
+// The statistics' part of the training-mode backward, in place (-=) on dx, which holds the
+// evaluation-form dx = w invstd g: dx -= w invstd (sum_g + x_hat sum_gxhat) / count, with
+// x_hat = (x - mean) invstd and sums (2C) f64 = [sum_g, sum_gxhat] over every process's values.
+// dx: x's shape, contiguous; weight (C) or undefined; mean, invstd (C) in x's dtype.
+void batch_norm_sync_dx_(const Tensor& dx, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                         const Tensor& invstd, const Tensor& sums, double count);
+
 // x: (..., D) viewed as rows of its last `d` elements (d = D); weight, bias: d elements or
 // undefined. mean, invstd: one per row, shape (rows).
 NormForward layer_norm_forward(const Tensor& x, int64_t d, const Tensor& weight,

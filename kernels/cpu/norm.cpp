@@ -205,6 +205,69 @@ NormActBackward batch_norm_act_backward(const Tensor& g, const Tensor& y, const 
   return {b.dx, b.dweight, b.dbias, dres};
 }
 
+Tensor batch_norm_channel_sums(const Tensor& x, const Tensor& centre) {
+  SIAM_ON_CUDA(x, gpu::batch_norm_channel_sums(x, centre));
+  require_cpu(x, "batch_norm_channel_sums");
+  const int64_t n = x.size(0), c = x.size(1);
+  const int64_t s = n * c == 0 ? 0 : x.numel() / (n * c);
+  Tensor xc = dense(x), cc = centre.defined() ? dense(centre) : Tensor();
+  Tensor out = empty({c}, {DType::f64, x.device()});
+  double* po = out.data<double>();
+  SIAM_DISPATCH_FLOAT(x.dtype(), "batch_norm_channel_sums", [&] {
+    const scalar_t* px = xc.data<scalar_t>();
+    const scalar_t* pc = ptr_or_null<scalar_t>(cc);
+    _Pragma("omp parallel for schedule(static) if (x.numel() > kParallelMin)")
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double acc = 0;
+      const double mu = pc ? static_cast<double>(pc[ch]) : 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        const scalar_t* row = px + (i * c + ch) * s;
+        if (pc) {
+          _Pragma("omp simd reduction(+ : acc)")
+          for (int64_t k = 0; k < s; ++k) {
+            const double d = row[k] - mu;
+            acc += d * d;
+          }
+        } else {
+          _Pragma("omp simd reduction(+ : acc)")
+          for (int64_t k = 0; k < s; ++k) acc += row[k];
+        }
+      }
+      po[ch] = acc;
+    }
+  });
+  return out;
+}
+
+void batch_norm_sync_dx_(const Tensor& dx, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                         const Tensor& invstd, const Tensor& sums, double count) {
+  SIAM_ON_CUDA(dx, gpu::batch_norm_sync_dx_(dx, x, weight, mean, invstd, sums, count));
+  require_cpu(dx, "batch_norm_sync_dx_");
+  SIAM_CHECK(dx.is_contiguous() && dx.shape() == x.shape(), "batch_norm_sync_dx_: dx must be contiguous with x's shape");
+  const int64_t n = x.size(0), c = x.size(1);
+  const int64_t s = n * c == 0 ? 0 : x.numel() / (n * c);
+  Tensor xc = dense(x), wc = weight.defined() ? dense(weight) : Tensor(), sc = dense(sums);
+  SIAM_DISPATCH_FLOAT(x.dtype(), "batch_norm_sync_dx_", [&] {
+    scalar_t* pd = dx.data<scalar_t>();
+    const scalar_t* px = xc.data<scalar_t>();
+    const scalar_t* pw = ptr_or_null<scalar_t>(wc);
+    const scalar_t* pmean = mean.data<scalar_t>();
+    const scalar_t* pinv = invstd.data<scalar_t>();
+    const double* psum = sc.data<double>();
+    _Pragma("omp parallel for schedule(static) if (x.numel() > kParallelMin)")
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const double mu = pmean[ch], inv = pinv[ch], w = pw ? static_cast<double>(pw[ch]) : 1.0;
+      const double a = w * inv * psum[ch] / count, b = w * inv * psum[c + ch] / count;
+      for (int64_t i = 0; i < n; ++i) {
+        const scalar_t* xr = px + (i * c + ch) * s;
+        scalar_t* dr = pd + (i * c + ch) * s;
+        _Pragma("omp simd")
+        for (int64_t k = 0; k < s; ++k) dr[k] = static_cast<scalar_t>(dr[k] - a - (xr[k] - mu) * inv * b);
+      }
+    }
+  });
+}
+
 NormForward layer_norm_forward(const Tensor& x, int64_t d, const Tensor& weight,
                                const Tensor& bias, double eps) {
   SIAM_ON_CUDA(x, gpu::layer_norm_forward(x, d, weight, bias, eps));

@@ -23,6 +23,8 @@
 // same in every row it visits), combined per block in a fixed order, then over blocks.
 #include "kernels/cuda/nn_util.cuh"
 #include "kernels/cuda/norm.h"
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
 
 namespace siam::gpu {
 
@@ -1115,6 +1117,46 @@ kernels::NormBackward layer_norm_backward(const Tensor& g, const Tensor& x, int6
   Tensor mc = nn::dense(mean), ic = nn::dense(invstd);
   SIAM_CUDA_DISPATCH_FLOAT(x.dtype(), op, [&] { ln_backward_t<scalar_t>(gd, xd, w, mc, ic, d, r); });
   return r;
+}
+
+// SyncBN's pieces, composed from the reduction and elementwise kernels (each one a CUDA kernel
+// already): a fused twin of the CPU loops is for when a GPU can measure it.
+namespace {
+// A (C) tensor seen as (1, C) or (1, C, 1, 1), to broadcast over x's channel dimension.
+Tensor per_channel(const Tensor& t, const Tensor& x) {
+  Shape cs(static_cast<size_t>(x.dim()), 1);
+  cs[1] = x.size(1);
+  const Tensor d = t.is_contiguous() ? t : copy_to(t, t.device(), t.dtype());
+  return d.as_strided(cs, contiguous_strides(cs), d.offset());
+}
+}  // namespace
+
+Tensor batch_norm_channel_sums(const Tensor& x, const Tensor& centre) {
+  std::vector<int64_t> dims{0};
+  for (int64_t i = 2; i < x.dim(); ++i) dims.push_back(i);
+  Tensor v = x;
+  if (centre.defined()) {
+    const Tensor d = kernels::binary(kernels::Binary::sub, x, per_channel(centre, x));
+    v = kernels::binary(kernels::Binary::mul, d, d);
+  }
+  return copy_to(kernels::sum(v, dims, false), x.device(), DType::f64);
+}
+
+void batch_norm_sync_dx_(const Tensor& dx, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                         const Tensor& invstd, const Tensor& sums, double count) {
+  using kernels::Binary;
+  const int64_t c = x.size(1);
+  const Tensor sd = sums.is_contiguous() ? sums : copy_to(sums, sums.device(), sums.dtype());
+  const Tensor sg = copy_to(sd.as_strided({c}, {1}, sd.offset()), x.device(), x.dtype()),
+               sgx = copy_to(sd.as_strided({c}, {1}, sd.offset() + c), x.device(), x.dtype());
+  Tensor wi = weight.defined() ? kernels::binary(Binary::mul, weight, invstd) : invstd;
+  const Tensor a = kernels::unary(kernels::Unary::mul_scalar, kernels::binary(Binary::mul, wi, sg), 1.0 / count);
+  const Tensor b = kernels::unary(kernels::Unary::mul_scalar,
+                                  kernels::binary(Binary::mul, kernels::binary(Binary::mul, wi, invstd), sgx), 1.0 / count);
+  const Tensor centred = kernels::binary(Binary::sub, x, per_channel(mean, x));
+  const Tensor corr =
+      kernels::binary(Binary::add, kernels::binary(Binary::mul, centred, per_channel(b, x)), per_channel(a, x));
+  kernels::add_inplace(dx, corr, -1.0);
 }
 
 }  // namespace siam::gpu

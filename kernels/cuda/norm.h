@@ -18,6 +18,9 @@ kernels::NormActBackward batch_norm_act_backward(const Tensor& g, const Tensor& 
                                                  const Tensor& weight, const Tensor& mean,
                                                  const Tensor& invstd, bool relu, bool training,
                                                  std::array<bool, 4> need);
+Tensor batch_norm_channel_sums(const Tensor& x, const Tensor& centre);
+void batch_norm_sync_dx_(const Tensor& dx, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                         const Tensor& invstd, const Tensor& sums, double count);
 kernels::NormForward layer_norm_forward(const Tensor& x, int64_t d, const Tensor& weight,
                                         const Tensor& bias, double eps);
 kernels::NormBackward layer_norm_backward(const Tensor& g, const Tensor& x, int64_t d,
