@@ -407,6 +407,9 @@ PretrainResult pretrain(const PretrainOptions& o) {
         << cfg.get_string("backbone.arch") << ", " << t.method().num_parameters() << " parameters) on "
         << cfg.get_string("data.dataset") << ": " << t.train_images() << " images, " << spe << " steps/epoch x "
         << epochs << " epochs; run folder " << r.folder;
+  if (world.size() > 1)
+    intro << "; " << world.size() << " ranks (" << t.group().backend(t.device()) << "), "
+          << cfg.get_int("run.batch_size") / world.size() << " images a rank a step";
   if (ck) intro << "; from epoch " << ck->epoch << ", step " << ck->step;
   console.line(intro.str());
   if (!mined.empty()) console.line(mined);

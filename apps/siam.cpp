@@ -17,7 +17,11 @@
 // This rank's threads, BLAS, distributed set-up and devices.
 static void print_rank_info(const siam::dist::Launch& l, int world_size) {
   std::cout << "siam " << SIAM_VERSION << "\n";
-  std::cout << "threads: " << omp_get_max_threads() << " (OpenMP)\n";
+  std::cout << "threads: " << omp_get_max_threads() << " (OpenMP)";
+  if (l.local_size > 1)
+    std::cout << "; a run uses " << siam::dist::default_threads() << " (run.threads = 0: the node's cores shared by its "
+              << l.local_size << " ranks)";
+  std::cout << "\n";
   std::cout << "BLAS: OpenBLAS " << openblas_get_config() << ", " << openblas_get_num_threads() << " threads\n";
   std::cout << "MPI: " << siam::dist::mpi_version() << "; NCCL: "
             << (siam::dist::nccl_compiled() ? "compiled" : "not compiled") << "\n";
