@@ -21,6 +21,13 @@ namespace siam::apps {
 
 namespace fs = std::filesystem;
 
+// A gnuplot single-quoted string: a quote is written twice.
+std::string gnuplot_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
 namespace {
 
 struct Series {
@@ -35,12 +42,7 @@ const Series kSeries[] = {
     {"knn", "kNN top-1 (%)", "epoch", &RunMetrics::knn},
 };
 
-// A gnuplot single-quoted string: a quote is written twice.
-std::string quoted(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
+std::string quoted(const std::string& s) { return gnuplot_quote(s); }
 
 std::string find_on_path(const std::string& program) {
   const char* path = std::getenv("PATH");
@@ -165,21 +167,16 @@ std::string gnuplot_script(const std::vector<RunMetrics>& runs, const std::strin
   return o.str();
 }
 
-void plot_runs(const std::vector<std::string>& run_dirs, const std::string& output_png) {
-  if (run_dirs.empty()) fail("plot: no run folder given");
+void run_gnuplot(const std::string& script_text, const std::string& output_png) {
   const std::string gnuplot = find_on_path("gnuplot");
   if (gnuplot.empty())
     fail("plot: gnuplot not found on PATH; install it (Debian: apt-get install gnuplot-nox)");
-  std::vector<RunMetrics> runs;
-  for (const std::string& d : run_dirs) runs.push_back(read_metrics(d));
-
   TempDir tmp;
-  write_plot_data(runs, tmp.path());
   const std::string script = tmp.path() + "/plot.gp", log = tmp.path() + "/gnuplot.log";
   const std::string target = fs::absolute(output_png).string();
   {
     std::ofstream out(script);
-    out << gnuplot_script(runs, tmp.path(), target);
+    out << script_text;
     if (!out) fail("plot: cannot write ", script);
   }
   std::error_code ec;
@@ -204,6 +201,15 @@ void plot_runs(const std::vector<std::string>& run_dirs, const std::string& outp
          "): ", messages);
   if (!fs::exists(target, ec) || fs::file_size(target, ec) == 0)
     fail("plot: gnuplot did not write ", target, messages.empty() ? "" : ": " + messages);
+}
+
+void plot_runs(const std::vector<std::string>& run_dirs, const std::string& output_png) {
+  if (run_dirs.empty()) fail("plot: no run folder given");
+  std::vector<RunMetrics> runs;
+  for (const std::string& d : run_dirs) runs.push_back(read_metrics(d));
+  TempDir data;
+  write_plot_data(runs, data.path());
+  run_gnuplot(gnuplot_script(runs, data.path(), fs::absolute(output_png).string()), output_png);
 }
 
 }  // namespace siam::apps

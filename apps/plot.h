@@ -33,4 +33,11 @@ void write_plot_data(const std::vector<RunMetrics>& runs, const std::string& dat
 // (with gnuplot's own message).
 void plot_runs(const std::vector<std::string>& run_dirs, const std::string& output_png);
 
+// Runs gnuplot on a script (its data inline, or in files it names) and checks that it wrote
+// output_png; a missing or failing gnuplot is a siam::Error with gnuplot's message.
+void run_gnuplot(const std::string& script, const std::string& output_png);
+
+// A gnuplot single-quoted string literal of s.
+std::string gnuplot_quote(const std::string& s);
+
 }  // namespace siam::apps

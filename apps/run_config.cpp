@@ -209,6 +209,7 @@ std::vector<ConfigKey> pretrain_schema() {
       {"data.root", S(""), "data set folder; empty: the data set's default (Fashion-MNIST: /usr/share/datasets/fashion-mnist)"},
       {"data.test_root", S(""), "folder: the test images' folder (<class>/<image>)"},
       {"data.limit", int64_t{0}, "use only the first N training images; 0: all"},
+      {"data.test_limit", int64_t{0}, "evaluations score only the first N test images; 0: all"},
       {"data.heldout", int64_t{1000}, "last N labelled training images held out of training for the kNN monitor"},
       {"data.knn_bank", int64_t{10000}, "training images whose features the kNN monitor votes with"},
       {"data.unlabeled", false, "stl10: also train on the 100,000 unlabeled images"},
@@ -359,6 +360,7 @@ void resolve_defaults(Config& cfg) {
     set_value(cfg, "data.root", toml_quote(default_root(dataset)));
   }
   require_int(cfg, "data.limit", 0);
+  require_int(cfg, "data.test_limit", 0);
   require_int(cfg, "data.heldout", 0);
   require_int(cfg, "data.knn_bank", 1);
   require_one_of(cfg, "data.device", {"cpu", "cuda"});
@@ -592,7 +594,10 @@ data::ImageSet load_train_set(const Config& in) {
   return train;
 }
 
-data::ImageSet load_test_set(const Config& in) { return load_split(resolved(in), "test"); }
+data::ImageSet load_test_set(const Config& in) {
+  const Config cfg = resolved(in);
+  return first(load_split(cfg, "test"), cfg.get_int("data.test_limit"));
+}
 
 Normalisation normalisation(const Config& in) {
   Config cfg = resolved(in);

@@ -10,6 +10,7 @@
 #include "apps/eval_commands.h"
 #include "apps/mine.h"
 #include "apps/pretrain.h"
+#include "apps/study.h"
 #include "dist/dist.h"
 #include "tensor/cuda_runtime.h"
 #include "tensor/error.h"
@@ -74,6 +75,7 @@ int main(int argc, char** argv) {
   siam::apps::add_bench_command(app);
   siam::apps::add_eval_commands(app);
   siam::apps::add_mine_command(app);
+  siam::apps::add_study_command(app);
   try {
     siam::dist::init();  // MPI starts only under a launcher (mpirun, srun)
     app.parse(argc, argv);
