@@ -17,6 +17,7 @@
 #include "apps/plot.h"
 #include "apps/pretrain.h"
 #include "apps/run_config.h"
+#include "nn/checkpoint.h"
 #include "tensor/error.h"
 
 namespace siam::apps {
@@ -26,7 +27,7 @@ using json = nlohmann::ordered_json;
 
 namespace {
 
-const std::set<std::string> kEvaluations = {"linear", "knn", "view_emd", "invariance", "finetune", "transfer"};
+const std::set<std::string> kEvaluations = {"linear", "knn", "view_emd", "invariance", "finetune", "transfer", "mining"};
 
 std::string number_text(double v) {
   char buf[64];
@@ -106,6 +107,8 @@ std::string metric_title(const std::string& m) {
   if (m == "transfer_top1") return "transfer linear probe top-1 (%)";
   if (m == "view_emd") return "view EMD (mean over pairs)";
   if (m.rfind("knn", 0) == 0) return "kNN top-1, k = " + m.substr(3, m.find('_') - 3) + " (%)";
+  if (m == "mining_precision") return "mined neighbours with the anchor's label (%)";
+  if (m == "mining_coverage") return "images with a usable mined neighbour (%)";
   if (m.rfind("finetune_", 0) == 0) return "fine-tuned top-1 with " + m.substr(9, m.rfind('_') - 9) + " labels (%)";
   return m;
 }
@@ -200,22 +203,35 @@ StudySpec load_study(const std::string& path) {
     for (const auto& v : *a) {
       const std::string e = v.value_or(std::string());
       if (!kEvaluations.count(e))
-        fail(path, ": [study] evaluation '", e, "' unknown (expected linear, knn, view_emd, invariance, finetune or transfer)");
+        fail(path, ": [study] evaluation '", e,
+             "' unknown (expected linear, knn, view_emd, invariance, finetune, transfer or mining)");
       s.evaluations.push_back(e);
     }
   if (s.evaluations.empty()) fail(path, ": [study] evaluations is empty");
   if (const toml::node* ax = t.get("axes")) {
     if (!ax->is_table()) fail(path, ": [axes] must be a table");
     for (const auto& [k, v] : *ax->as_table()) {
-      StudyAxis a{.key = std::string(k.str()), .values = {}, .labels = {}};
+      StudyAxis a{.key = std::string(k.str()), .values = {}, .labels = {}, .value_sets = {}};
       const auto* arr = v.as_array();
       if (!arr || arr->empty()) fail(path, ": axis '", a.key, "' must be a non-empty array of values");
       for (const auto& x : *arr) {
         std::string text, label;
-        value_text(x, path + " axis '" + a.key + "'", text, label);
+        if (const auto* vt = x.as_table()) {
+          allow_keys(*vt, {"name", "set"}, path + " axis '" + a.key + "'");
+          label = (*vt)["name"].value_or(std::string());
+          if (label.empty()) fail(path, ": every value of the named axis '", a.key, "' needs a name");
+          const auto* set = (*vt)["set"].as_table();
+          a.value_sets.push_back(set ? assignments(*set, path + " axis '" + a.key + "' value '" + label + "'")
+                                     : std::vector<std::string>{});
+          text = label;
+        } else {
+          value_text(x, path + " axis '" + a.key + "'", text, label);
+        }
         a.values.push_back(text);
         a.labels.push_back(label);
       }
+      if (!a.value_sets.empty() && a.value_sets.size() != a.values.size())
+        fail(path, ": axis '", a.key, "' mixes named values (tables) with plain ones");
       s.axes.push_back(a);
     }
   }
@@ -233,6 +249,19 @@ StudySpec load_study(const std::string& path) {
     }
   }
   if (s.variants.empty()) s.variants.push_back({});
+  if (const toml::node* ps = t.get("prepare")) {
+    const auto* arr = ps->as_array();
+    if (!arr) fail(path, ": prepare must be an array of tables ([[prepare]])");
+    for (const auto& v : *arr) {
+      const auto* pt = v.as_table();
+      if (!pt) fail(path, ": each [[prepare]] must be a table");
+      allow_keys(*pt, {"name", "set"}, path + " [[prepare]]");
+      StudyVariant p{.name = (*pt)["name"].value_or(std::string()), .sets = {}};
+      if (p.name.empty()) fail(path, ": every [[prepare]] needs a name");
+      if (const auto* set = (*pt)["set"].as_table()) p.sets = assignments(*set, path + " prepare '" + p.name + "'");
+      s.prepare.push_back(p);
+    }
+  }
   if (t.get("set")) s.sets = assignments(table_at(t, "set", path), path + " [set]");
   if (t.get("scale")) {
     for (const auto& [k, v] : table_at(t, "scale", path)) {
@@ -278,7 +307,8 @@ std::vector<StudyCell> study_cells(const StudySpec& spec, const std::string& sca
         std::vector<std::string> id;
         for (size_t a = 0; a < spec.axes.size(); ++a) {
           const std::string& v = spec.axes[a].values[idx[a]];
-          c.sets.push_back(spec.axes[a].key + "=" + v);
+          if (spec.axes[a].value_sets.empty()) c.sets.push_back(spec.axes[a].key + "=" + v);
+          else c.sets.insert(c.sets.end(), spec.axes[a].value_sets[idx[a]].begin(), spec.axes[a].value_sets[idx[a]].end());
           const std::string& label = spec.axes[a].labels[idx[a]];
           c.coords.emplace_back(spec.axes[a].key, label);
           id.push_back(slug(spec.axes[a].key + "=" + label));
@@ -327,6 +357,39 @@ std::vector<std::string> eval_names(const StudySpec& s) {
   return out;
 }
 
+// The mined pairs a cell trained on: of the neighbours its generator could use (similarity at
+// least pairs.mined_threshold), the share that have the anchor's label, and the share of
+// images with at least one usable neighbour. A cell without mined pairs reports nothing.
+json mining_precision(const std::string& checkpoint) {
+  const nn::Checkpoint ck = nn::load_checkpoint(checkpoint);
+  const Config cfg = checkpoint_config(ck.config, checkpoint);
+  json j{{"command", "mining"}};
+  if (cfg.get_string("pairs.generator") != "mined") return j;
+  const data::Neighbours nb = data::load_neighbours(cfg.get_string("pairs.neighbours"));
+  const data::ImageSet images = load_train_set(cfg);
+  const Tensor idx = copy_to(nb.indices, Device::cpu(), DType::i64), sim = copy_to(nb.similarities, Device::cpu(), DType::f64);
+  const Tensor lab = copy_to(images.labels, Device::cpu(), DType::i64);
+  const int64_t n = idx.size(0), k = idx.size(1);
+  if (n != images.size()) fail("mining: ", cfg.get_string("pairs.neighbours"), " holds ", n, " images, the training set ", images.size());
+  const double threshold = cfg.get_double("pairs.mined_threshold");
+  int64_t usable = 0, same = 0, anchored = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    bool any = false;
+    for (int64_t q = 0; q < k; ++q) {
+      const int64_t nbr = idx.data<int64_t>()[i * k + q];
+      if (nbr == i || sim.data<double>()[i * k + q] < threshold) continue;
+      ++usable;
+      any = true;
+      same += lab.data<int64_t>()[nbr] == lab.data<int64_t>()[i];
+    }
+    anchored += any;
+  }
+  j["neighbours_usable"] = usable;
+  j["label_precision"] = usable ? 100.0 * static_cast<double>(same) / static_cast<double>(usable) : 0.0;
+  j["images_with_neighbour"] = 100.0 * static_cast<double>(anchored) / static_cast<double>(n);
+  return j;
+}
+
 json evaluate(const StudyEval& e, const std::string& name, const std::string& checkpoint) {
   std::ostringstream out;
   CheckpointInput in{.checkpoint = checkpoint, .sets = {"data.limit=" + std::to_string(e.train_images)}};
@@ -355,6 +418,7 @@ json evaluate(const StudyEval& e, const std::string& name, const std::string& ch
     run_invariance(c, out);
     return command_json(out.str(), "invariance");
   }
+  if (name == "mining") return mining_precision(checkpoint);
   if (name.rfind("finetune_", 0) == 0) {
     FinetuneCommand c;
     c.input = {.checkpoint = checkpoint};
@@ -373,6 +437,11 @@ std::vector<std::pair<std::string, double>> metrics_of(const std::string& name, 
     m.emplace_back(name + "_top1", j.at("top1").get<double>());
   } else if (name == "knn") {
     for (const auto& [k, v] : j.at("top1").items()) m.emplace_back("knn" + k + "_top1", v.get<double>());
+  } else if (name == "mining") {
+    if (j.contains("label_precision")) {
+      m.emplace_back("mining_precision", j.at("label_precision").get<double>());
+      m.emplace_back("mining_coverage", j.at("images_with_neighbour").get<double>());
+    }
   } else if (name == "view_emd") {
     m.emplace_back("view_emd", j.at("emd").at("mean").get<double>());
   } else if (name == "invariance") {
@@ -597,8 +666,30 @@ StudySummary run_study(const StudyOptions& o) {
   StudySummary sum;
   sum.folder = !o.output.empty() ? o.output : !spec.output.empty() ? spec.output : "runs/studies/" + spec.name;
   if (o.scale != "small") sum.folder += "_" + o.scale;
-  const std::vector<StudyCell> cells = study_cells(spec, o.scale, o.sets);
-  // Every cell's config is checked before any training, so a bad key fails at once.
+  std::vector<StudyCell> cells = study_cells(spec, o.scale, o.sets);
+  // The prepared runs, trained with the scale's and the study's settings and their own.
+  std::vector<StudyCell> prepared;
+  for (const StudyVariant& p : spec.prepare) {
+    StudyCell c;
+    c.id = "prepare/" + slug(p.name);
+    c.seed = spec.seeds.front();
+    c.sets = spec.sets;
+    if (spec.scales.count(o.scale)) c.sets.insert(c.sets.end(), spec.scales.at(o.scale).begin(), spec.scales.at(o.scale).end());
+    c.sets.push_back("run.seed=" + std::to_string(c.seed));
+    c.sets.insert(c.sets.end(), p.sets.begin(), p.sets.end());
+    c.sets.insert(c.sets.end(), o.sets.begin(), o.sets.end());
+    prepared.push_back(c);
+  }
+  // "{prepare.NAME}" -> that run's folder.
+  for (StudyCell& c : cells)
+    for (std::string& a : c.sets)
+      for (const StudyVariant& p : spec.prepare) {
+        const std::string tag = "{prepare." + p.name + "}";
+        const std::string where = fs::absolute(sum.folder + "/prepare/" + slug(p.name)).string();
+        for (size_t at; (at = a.find(tag)) != std::string::npos;) a.replace(at, tag.size(), where);
+      }
+  // Every run's config is checked before any training, so a bad key fails at once.
+  for (const StudyCell& c : prepared) load_run_config(spec.base, c.sets, sum.folder + "/" + c.id);
   for (const StudyCell& c : cells) load_run_config(spec.base, c.sets, sum.folder + "/cells/" + c.id);
   fs::create_directories(sum.folder + "/cells");
   {
@@ -614,6 +705,24 @@ StudySummary run_study(const StudyOptions& o) {
   };
   say("study " + spec.name + " (scale " + o.scale + "): " + std::to_string(cells.size()) + " cells in " + sum.folder);
   const auto t_start = std::chrono::steady_clock::now();
+  for (const StudyCell& c : prepared) {
+    const std::string dir = sum.folder + "/" + c.id;
+    if (fs::exists(dir + "/pretrain.done")) continue;
+    PretrainOptions p;
+    p.config_path = spec.base;
+    p.sets = c.sets;
+    p.output = dir;
+    p.console = false;
+    p.resume = fs::exists(dir + "/checkpoint.safetensors");
+    say(c.id + (p.resume ? ": resuming pretraining" : ": pretraining (the cells need it)"));
+    const PretrainResult r = pretrain(p);  // an error here stops the study: the cells depend on it
+    if (r.interrupted) {
+      say("interrupted in " + c.id + " (its checkpoint is saved); run the same command to continue the study");
+      return sum;
+    }
+    std::ofstream(dir + "/pretrain.done") << "step " << r.step << "\n";
+    say(c.id + ": done in " + duration(seconds_since(t_start)));
+  }
   int worked = 0;
   double worked_s = 0;
   for (size_t i = 0; i < cells.size(); ++i) {

@@ -15,11 +15,15 @@
 //   [axes]
 //   "method.name" = ["simclr", "moco"]
 //   "augment.scale" = [[0.08, 1.0], [0.2, 1.0]]
+//   "pairs" = [{ name = "none", set = {...} }, { name = "k=5", set = {...} }]   # a named axis
 //   [[variants]]
 //   name = "IoU = 0"
 //   set = { "pairs.generator" = "overlap", "pairs.iou" = "zero" }
 //   [set]                                        # every cell
 //   "run.knn_every" = 0
+//   [[prepare]]                                  # trained first; "{prepare.first}" names its folder
+//   name = "first"
+//   set = { "method.name" = "simclr" }
 //   [scale.smoke]                                # --scale smoke (small and full likewise)
 //   "run.epochs" = 1
 //   eval = { train_images = 200 }                # the scale's evaluation settings
@@ -47,6 +51,9 @@ struct StudyAxis {
   std::string key;                  // a config key, "augment.scale"
   std::vector<std::string> values;  // each a TOML value as text: "[0.08, 1.0]", "\"simclr\"", "0.5"
   std::vector<std::string> labels;  // the same values for people: "0.08-1.0", "simclr", "0.5"
+  // A named axis (its key is no config key) has tables for values, { name = "k=5", set = {...} }:
+  // each sets several keys at once. Empty for a plain axis.
+  std::vector<std::vector<std::string>> value_sets;
 };
 
 struct StudyVariant {
@@ -75,9 +82,14 @@ struct StudySpec {
   std::string output;      // the study folder (default runs/studies/<name>)
   std::string x;           // the plots' x axis: an axis key
   std::vector<int64_t> seeds{0};
-  std::vector<std::string> evaluations;  // linear, knn, view_emd, invariance, finetune, transfer
+  // linear, knn, view_emd, invariance, finetune, transfer, mining (how often a usable mined
+  // neighbour shares its anchor's label)
+  std::vector<std::string> evaluations;
   std::vector<StudyAxis> axes;
   std::vector<StudyVariant> variants;    // at least one (an unnamed one when the file has none)
+  // [[prepare]]: runs trained before the grid (a first-stage encoder to mine neighbours
+  // with); "{prepare.NAME}" in any cell's assignment becomes that run's folder.
+  std::vector<StudyVariant> prepare;
   std::vector<std::string> sets;         // [set]
   std::map<std::string, std::vector<std::string>> scales;  // [scale.<name>]
   StudyEval eval;                                          // [eval]
