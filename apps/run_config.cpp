@@ -210,6 +210,9 @@ std::vector<ConfigKey> pretrain_schema() {
       {"data.test_root", S(""), "folder: the test images' folder (<class>/<image>)"},
       {"data.limit", int64_t{0}, "use only the first N training images; 0: all"},
       {"data.test_limit", int64_t{0}, "evaluations score only the first N test images; 0: all"},
+      {"data.classes", List{},
+       "keep only these classes (their labels become 0, 1, ... in this order), in both splits; empty: all"},
+      {"data.per_class", int64_t{0}, "training split: the first N images of each class (after data.classes); 0: all"},
       {"data.heldout", int64_t{1000}, "last N labelled training images held out of training for the kNN monitor"},
       {"data.knn_bank", int64_t{10000}, "training images whose features the kNN monitor votes with"},
       {"data.unlabeled", false, "stl10: also train on the 100,000 unlabeled images"},
@@ -361,6 +364,9 @@ void resolve_defaults(Config& cfg) {
   }
   require_int(cfg, "data.limit", 0);
   require_int(cfg, "data.test_limit", 0);
+  require_int(cfg, "data.per_class", 0);
+  for (double c : cfg.get_list("data.classes"))
+    if (c < 0 || c != std::floor(c)) fail("config: data.classes must list class indices (integers >= 0), got ", c);
   require_int(cfg, "data.heldout", 0);
   require_int(cfg, "data.knn_bank", 1);
   require_one_of(cfg, "data.device", {"cpu", "cuda"});
@@ -586,9 +592,44 @@ static data::ImageSet concat(const data::ImageSet& a, const data::ImageSet& b) {
   return out;
 }
 
+// data.classes and data.per_class: the images of the listed classes (relabelled 0, 1, ... in the
+// list's order), the first per_class of each when per_class > 0.
+static data::ImageSet select_classes(const data::ImageSet& s, const Config& cfg, bool per_class) {
+  const List& classes = cfg.get_list("data.classes");
+  const int64_t cap = per_class ? cfg.get_int("data.per_class") : 0;
+  if (classes.empty() && cap == 0) return s;
+  if (!s.labels.defined()) fail("data.classes / data.per_class need labels, and '", s.name, "' has none");
+  std::map<int64_t, int64_t> relabel;
+  for (size_t i = 0; i < classes.size(); ++i) {
+    const auto c = static_cast<int64_t>(classes[i]);
+    if (c >= s.num_classes) fail("config: data.classes names class ", c, " but '", s.name, "' has ", s.num_classes);
+    if (!relabel.emplace(c, static_cast<int64_t>(i)).second) fail("config: data.classes lists class ", c, " twice");
+  }
+  const Tensor lab = contiguous(s.labels);
+  std::vector<int64_t> keep;
+  std::map<int64_t, int64_t> taken;
+  for (int64_t i = 0; i < s.size(); ++i) {
+    const int64_t y = lab.data<int64_t>()[i];
+    if (!relabel.empty() && !relabel.count(y)) continue;
+    if (cap > 0 && taken[y]++ >= cap) continue;
+    keep.push_back(i);
+  }
+  data::ImageSet out = subset(s, keep);
+  if (!relabel.empty()) {
+    for (int64_t i = 0; i < out.size(); ++i) out.labels.data<int64_t>()[i] = relabel.at(out.labels.data<int64_t>()[i]);
+    out.num_classes = static_cast<int>(classes.size());
+    std::vector<std::string> names;
+    for (double c : classes)
+      names.push_back(static_cast<size_t>(c) < s.class_names.size() ? s.class_names[static_cast<size_t>(c)]
+                                                                       : std::to_string(static_cast<int64_t>(c)));
+    out.class_names = names;
+  }
+  return out;
+}
+
 data::ImageSet load_train_set(const Config& in) {
   Config cfg = resolved(in);
-  data::ImageSet train = first(load_split(cfg, "train"), cfg.get_int("data.limit"));
+  data::ImageSet train = first(select_classes(load_split(cfg, "train"), cfg, true), cfg.get_int("data.limit"));
   if (cfg.get_string("data.dataset") == "stl10" && cfg.get_bool("data.unlabeled"))
     train = concat(train, load_split(cfg, "unlabeled"));
   return train;
@@ -596,7 +637,7 @@ data::ImageSet load_train_set(const Config& in) {
 
 data::ImageSet load_test_set(const Config& in) {
   const Config cfg = resolved(in);
-  return first(load_split(cfg, "test"), cfg.get_int("data.test_limit"));
+  return first(select_classes(load_split(cfg, "test"), cfg, false), cfg.get_int("data.test_limit"));
 }
 
 Normalisation normalisation(const Config& in) {

@@ -150,7 +150,7 @@ namespace {
 
 void read_eval(const toml::table& e, StudyEval& v, const std::string& where) {
   allow_keys(e, {"train_images", "linear_epochs", "linear_lr", "linear_batch", "knn_k", "knn_temperature", "emd_pairs",
-                 "invariance_sets", "finetune_labels", "finetune_epochs", "transfer"},
+                 "invariance_sets", "finetune_labels", "finetune_epochs", "transfer", "probe_sets"},
              where);
   v.train_images = e["train_images"].value_or(v.train_images);
   v.linear_epochs = e["linear_epochs"].value_or(v.linear_epochs);
@@ -165,6 +165,10 @@ void read_eval(const toml::table& e, StudyEval& v, const std::string& where) {
   if (const auto* a = e["finetune_labels"].as_array()) {
     v.finetune_labels.clear();
     for (const auto& x : *a) v.finetune_labels.push_back(x.value_or(std::string()));
+  }
+  if (const auto* a = e["probe_sets"].as_array()) {
+    v.probe_sets.clear();
+    for (const auto& x : *a) v.probe_sets.push_back(x.value_or(std::string()));
   }
 }
 
@@ -303,7 +307,6 @@ std::vector<StudyCell> study_cells(const StudySpec& spec, const std::string& sca
         c.variant = var.name;
         c.seed = seed;
         c.sets = spec.sets;
-        c.sets.insert(c.sets.end(), scale_sets.begin(), scale_sets.end());
         std::vector<std::string> id;
         for (size_t a = 0; a < spec.axes.size(); ++a) {
           const std::string& v = spec.axes[a].values[idx[a]];
@@ -318,6 +321,8 @@ std::vector<StudyCell> study_cells(const StudySpec& spec, const std::string& sca
           c.coords.emplace_back("variant", var.name);
           id.push_back(slug(var.name));
         }
+        // The scale shrinks (or grows) every cell, the axes included: smoke is a few steps.
+        c.sets.insert(c.sets.end(), scale_sets.begin(), scale_sets.end());
         c.sets.push_back("run.seed=" + std::to_string(seed));
         c.sets.insert(c.sets.end(), extra_sets.begin(), extra_sets.end());
         id.push_back("seed=" + std::to_string(seed));
@@ -392,7 +397,8 @@ json mining_precision(const std::string& checkpoint) {
 
 json evaluate(const StudyEval& e, const std::string& name, const std::string& checkpoint) {
   std::ostringstream out;
-  CheckpointInput in{.checkpoint = checkpoint, .sets = {"data.limit=" + std::to_string(e.train_images)}};
+  CheckpointInput in{.checkpoint = checkpoint, .sets = e.probe_sets};
+  in.sets.push_back("data.limit=" + std::to_string(e.train_images));
   if (name == "linear" || name == "transfer") {
     LinearCommand c;
     c.input = in;
@@ -421,7 +427,7 @@ json evaluate(const StudyEval& e, const std::string& name, const std::string& ch
   if (name == "mining") return mining_precision(checkpoint);
   if (name.rfind("finetune_", 0) == 0) {
     FinetuneCommand c;
-    c.input = {.checkpoint = checkpoint};
+    c.input = {.checkpoint = checkpoint, .sets = e.probe_sets};  // its label share is of the whole training split
     c.labels = name.substr(9);
     c.options.epochs = e.finetune_epochs;
     run_finetune(c, out);

@@ -73,6 +73,7 @@ struct StudyEval {
   std::vector<std::string> finetune_labels{"10%"};
   int64_t finetune_epochs = 20;
   std::string transfer{};            // a config assignment naming the other data, e.g. data.dataset="mnist"
+  std::vector<std::string> probe_sets{};  // data assignments for every probe (e.g. data.per_class=0)
 };
 
 struct StudySpec {

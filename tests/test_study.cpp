@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/pretrain.h"
+#include "apps/run_config.h"
 #include "apps/study.h"
 #include "nn/checkpoint.h"
 #include "tests/synthetic_mnist.h"
@@ -124,11 +125,11 @@ TEST(Study, GridIsAxesTimesVariantsTimesSeedsWithSettingsInOrder) {
   EXPECT_EQ(cells[0].id, "augment.scale=0.2-1.0__any__seed=0");
   const auto& sets = cells[0].sets;
   auto pos = [&](const std::string& a) { return std::find(sets.begin(), sets.end(), a) - sets.begin(); };
-  // [set], then the scale, then the axes, the variant, the seed, and the command line last.
-  EXPECT_LT(pos("run.knn_every=0"), pos("run.epochs=2"));
-  EXPECT_LT(pos("run.epochs=2"), pos("augment.scale=[0.2, 1.0]"));
+  // [set], then the axes, the variant, the scale, the seed, and the command line last.
+  EXPECT_LT(pos("run.knn_every=0"), pos("augment.scale=[0.2, 1.0]"));
   EXPECT_LT(pos("augment.scale=[0.2, 1.0]"), pos("pairs.generator=\"augmentation\""));
-  EXPECT_LT(pos("pairs.generator=\"augmentation\""), pos("run.seed=0"));
+  EXPECT_LT(pos("pairs.generator=\"augmentation\""), pos("run.epochs=2"));
+  EXPECT_LT(pos("run.epochs=2"), pos("run.seed=0"));
   EXPECT_EQ(sets.back(), "run.threads=1");
   test::expect_error([&] { study_cells(s, "huge", {}); }, "--scale must be smoke, small or full");
 }
@@ -207,4 +208,23 @@ TEST(Study, EveryShippedStudyRunsAtSmokeScale) {
     for (const auto& f : fs::directory_iterator(folder)) png = png || f.path().extension() == ".png";
     EXPECT_TRUE(png) << name << ": no plot";
   }
+}
+
+// data.classes and data.per_class, which the semantic-pairs study uses to pretrain on five
+// classes and probe the other five.
+TEST(Study, ClassFilterAndImagesPerClass) {
+  StudyDir d("classes");
+  Config cfg = load_run_config("", {"data.dataset=\"mnist\"", "data.root=\"" + d.data + "\"", "data.classes=[3, 1]",
+                                    "data.per_class=5", "data.heldout=0", "run.knn_every=0"});
+  const data::ImageSet train = load_train_set(cfg), test = load_test_set(cfg);
+  EXPECT_EQ(train.size(), 10);
+  EXPECT_EQ(train.num_classes, 2);
+  // The synthetic images cycle through the classes: class c is every image i with i % 10 == c.
+  const std::vector<double> y = train.labels.to_vector();
+  EXPECT_EQ(std::count(y.begin(), y.end(), 0.0), 5) << "class 3 becomes label 0";
+  EXPECT_EQ(std::count(y.begin(), y.end(), 1.0), 5) << "class 1 becomes label 1";
+  EXPECT_EQ(test.size(), 20) << "the test split keeps every image of the two classes";
+  test::expect_error([&] { load_train_set(load_run_config("", {"data.dataset=\"mnist\"", "data.root=\"" + d.data + "\"",
+                                                               "data.classes=[12]", "data.heldout=0", "run.knn_every=0"})); },
+                     "data.classes names class 12");
 }
