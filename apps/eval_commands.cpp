@@ -14,6 +14,7 @@
 #include "apps/pretrain.h"
 #include "apps/run_config.h"
 #include "data/preview.h"
+#include "data/synthetic_video.h"
 #include "tensor/safetensors.h"
 
 namespace siam::apps {
@@ -339,6 +340,29 @@ void run_preview(const PreviewCommand& c, std::ostream& out) {
       << "\n";
 }
 
+// ---------------------------------------------------------------- make-videos
+
+void run_make_videos(const MakeVideosCommand& c, std::ostream& out) {
+  if (c.output.empty()) fail("make-videos: --out DIR is required");
+  if (c.split != "train" && c.split != "test") fail("make-videos: --split must be train or test, got '", c.split, "'");
+  const auto t0 = Clock::now();
+  std::vector<std::string> sets = c.sets;
+  sets.push_back("data.heldout=0");
+  sets.push_back("run.knn_every=0");
+  const Config cfg = load_run_config("", sets);
+  const data::ImageSet source = c.split == "train" ? load_train_set(cfg) : load_test_set(cfg);
+  data::VideoSynthesis s;
+  s.clips = c.clips;
+  s.frames = c.frames;
+  s.seed = c.seed;
+  const int64_t n = data::write_synthetic_videos(source, c.output, s);
+  out << "make-videos: " << c.clips << " clips of " << c.frames << " frames (" << n << " PNG files) from "
+      << cfg.get_string("data.dataset") << " " << c.split << " in " << c.output << "\n";
+  json j{{"command", "make-videos"}, {"output", c.output}, {"clips", c.clips}, {"frames", c.frames},
+         {"dataset", cfg.get_string("data.dataset")}, {"split", c.split}, {"seed", c.seed}, {"time_s", seconds_since(t0)}};
+  out << j.dump() << "\n";
+}
+
 // ---------------------------------------------------------------- CLI
 
 namespace {
@@ -446,6 +470,21 @@ void add_eval_commands(CLI::App& app) {
     cmd->add_option("runs", c->runs, "run folders holding metrics.jsonl")->required();
     cmd->add_option("--output", c->output, "the PNG to write")->capture_default_str();
     cmd->callback([c] { run_plot(*c, std::cout); });
+  }
+  {
+    auto c = std::make_shared<MakeVideosCommand>();
+    auto* cmd = app.add_subcommand("make-videos",
+                                   "Synthetic clips from a data set's images (moving, turning, scaling, relit): a "
+                                   "folder of <clip>/<frame>.png for temporal pairs");
+    cmd->add_option("--out", c->output, "the folder to write")->required();
+    cmd->add_option("--set", c->sets, "the source data, e.g. --set data.dataset='\"fashion_mnist\"' (repeatable)")
+        ->expected(1)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    cmd->add_option("--split", c->split, "train or test")->capture_default_str();
+    cmd->add_option("--clips", c->clips, "clips; clip i shows image i")->capture_default_str();
+    cmd->add_option("--frames", c->frames, "frames per clip")->capture_default_str();
+    cmd->add_option("--seed", c->seed, "seed of the motions")->capture_default_str();
+    cmd->callback([c] { run_make_videos(*c, rank0_out()); });
   }
   {
     auto c = std::make_shared<PreviewCommand>();

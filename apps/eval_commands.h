@@ -98,6 +98,17 @@ struct PreviewCommand {
 };
 void run_preview(const PreviewCommand& c, std::ostream& out);
 
+// `siam make-videos`: synthetic clips (data/synthetic_video.h) from a data set's images, for
+// temporal pairs (pairs.generator = "temporal", data.dataset = "folder").
+struct MakeVideosCommand {
+  std::vector<std::string> sets{};  // data.* of the source, e.g. data.dataset="fashion_mnist"
+  std::string output{};
+  std::string split = "train";      // train or test
+  int64_t clips = 1000, frames = 16;
+  uint64_t seed = 0;
+};
+void run_make_videos(const MakeVideosCommand& c, std::ostream& out);
+
 // Registers every command above on the CLI.
 void add_eval_commands(CLI::App& app);
 

@@ -266,6 +266,14 @@ std::map<std::string, double> Trainer::step(const data::Batch& batch, int64_t st
       if (v.device() != device_) v = copy_to(v, device_, v.dtype());  // the GPU loader's views are already there
   if (dtype_ != DType::f32)
     for (Tensor& v : views) v = copy_to(v, v.device(), dtype_);
+  if (method_->needs_labels()) {
+    const Tensor& y = batch.labels;  // (N) i64 on the host
+    const std::vector<double> v = y.defined() ? y.to_vector() : std::vector<double>{};
+    if (v.empty() || *std::min_element(v.begin(), v.end()) < 0)
+      fail("the ", method_name(cfg_), " method learns from labels, and the batch has unlabelled images (",
+           cfg_.get_string("data.dataset"), "); use a labelled data set");
+    method_->set_labels(device_.is_cpu() ? y : copy_to(y, device_, y.dtype()));
+  }
   ssl::StepOutput out = method_->training_step(views, progress);
   // The metrics (scalars) come to the host in one copy, so a GPU step waits for the device
   // once here rather than once per metric; the loss must be known before the optimizer step.

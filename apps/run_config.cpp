@@ -1,7 +1,5 @@
 #include "apps/run_config.h"
 
-#include "dist/dist.h"
-
 #include <cblas.h>
 #include <omp.h>
 
@@ -14,6 +12,7 @@
 #include <mutex>
 
 #include "data/augment.h"
+#include "dist/dist.h"
 #include "nn/checkpoint.h"
 #include "nn/layers.h"
 #include "ssl/barlow.h"
@@ -22,6 +21,7 @@
 #include "ssl/moco.h"
 #include "ssl/simclr.h"
 #include "ssl/simsiam.h"
+#include "ssl/supervised.h"
 #include "ssl/vicreg.h"
 #include "tensor/cuda_runtime.h"
 
@@ -31,7 +31,7 @@ namespace {
 
 using List = std::vector<double>;
 
-const std::vector<std::string> kMethods = {"simclr", "moco", "byol", "simsiam", "dino", "vicreg", "barlow"};
+const std::vector<std::string> kMethods = {"simclr", "moco", "byol", "simsiam", "dino", "vicreg", "barlow", "supervised"};
 const std::vector<std::string> kDatasets = {"fashion_mnist", "mnist", "cifar10", "cifar100", "stl10", "folder"};
 const std::vector<std::string> kGenerators = {"augmentation", "semantic", "mined", "overlap", "temporal", "multicrop"};
 const std::vector<std::string> kRecipes = {"simclr", "mocov2", "byol", "dino"};
@@ -125,7 +125,8 @@ std::string default_root(const std::string& dataset) {
 
 std::string default_recipe(const std::string& method) {
   if (method == "simclr") return "simclr";
-  if (method == "moco" || method == "simsiam") return "mocov2";  // SimSiam trains on MoCo v2's views
+  // SimSiam trains on MoCo v2's views; the supervised baseline too (crops, flips, colour).
+  if (method == "moco" || method == "simsiam" || method == "supervised") return "mocov2";
   if (method == "dino") return "dino";
   return "byol";  // BYOL, VICReg and Barlow Twins share BYOL's asymmetric views
 }
@@ -138,6 +139,7 @@ ssl::OptimRecipe official_recipe(const std::string& method) {
   if (method == "simsiam") return ssl::SimsiamConfig{}.optim;
   if (method == "dino") return ssl::DinoConfig{}.optim;
   if (method == "vicreg") return ssl::VicregConfig{}.optim;
+  if (method == "supervised") return ssl::SupervisedConfig{}.optim;
   return ssl::BarlowConfig{}.optim;
 }
 
@@ -268,6 +270,9 @@ std::vector<ConfigKey> pretrain_schema() {
       {"method.barlow.projector", List{8192, 8192, 8192}, "output sizes of the projector's Linear layers"},
       {"method.barlow.lambda", 0.0051, "weight of the off-diagonal term"},
       {"method.barlow.bias_lr_scale", 0.024, "learning-rate scale of biases and norm parameters (0.0048 / 0.2)"},
+      {"method.supervised.num_classes", int64_t{0},
+       "the supervised baseline's classes; 0: the data set's (data.classes counted when set)"},
+      {"method.supervised.label_smoothing", 0.0, "the supervised baseline's cross-entropy label smoothing"},
       {"method.barlow.loss_impl", S("fused"), "the loss as one fused op, or composite (a chain of primitive ops)"},
       // [augment]
       {"augment.recipe", S("auto"), "simclr, mocov2, byol or dino; auto: the method's"},
@@ -678,6 +683,21 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
   const ssl::OptimRecipe optim = optim_recipe(cfg);
   seed_init(cfg);
   const std::string p = "method." + m + ".";
+  if (m == "supervised") {
+    ssl::SupervisedConfig c;
+    c.backbone = bb;
+    c.num_classes = cfg.get_int(p + "num_classes");
+    if (c.num_classes == 0) {
+      const std::string& d = cfg.get_string("data.dataset");
+      if (!cfg.get_list("data.classes").empty()) c.num_classes = static_cast<int64_t>(cfg.get_list("data.classes").size());
+      else if (d == "cifar100") c.num_classes = cfg.get_bool("data.coarse") ? 20 : 100;
+      else if (d == "folder") fail("config: method.supervised.num_classes must be set for a folder data set");
+      else c.num_classes = 10;
+    }
+    c.label_smoothing = cfg.get_double(p + "label_smoothing");
+    c.optim = optim;
+    return std::make_unique<ssl::Supervised>(c);
+  }
   const ssl::LossImpl loss_impl =
       cfg.get_string(p + "loss_impl") == "composite" ? ssl::LossImpl::composite : ssl::LossImpl::fused;
   if (m == "simclr") {

@@ -86,6 +86,11 @@ class Method : public nn::Module {
   // cross-correlation) gather its embeddings; the MoCo queue takes every rank's keys and
   // DINO's centre the mean over ranks. The caller averages the gradients (nn::GradReducer).
   virtual void set_process_group(dist::Group* group);
+
+  // A method that learns from labels (the supervised baseline) gets each batch's labels, (N)
+  // i64, before its training_step. SSL methods need none.
+  virtual bool needs_labels() const { return false; }
+  void set_labels(const Tensor& labels) { labels_ = labels; }
   dist::Group* process_group() const { return group_; }
 
  protected:
@@ -104,6 +109,7 @@ class Method : public nn::Module {
 
   Backbone online_;
   dist::Group* group_ = nullptr;
+  Tensor labels_;  // set_labels
 };
 
 // The optimizer of `recipe` over method.param_groups(base_lr x batch_size / 256, weight_decay).
