@@ -1,6 +1,7 @@
 #include "apps/eval_commands.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <iomanip>
@@ -50,6 +51,12 @@ LoadedBackbone load(const CheckpointInput& in, const char* command, const std::v
     if (!allowed)
       fail(command, ": --set ", s, ": only ", names, " can change here (the backbone is the checkpoint's)");
     lb.config.set(s);
+  }
+  // A command that makes no pairs does not care how the checkpoint's were made; their settings
+  // must not stop it from reading other data (temporal pairs need a video folder, for one).
+  if (std::none_of(prefixes.begin(), prefixes.end(), [](const std::string& p) { return p == "pairs."; })) {
+    lb.config.set("pairs.generator=\"augmentation\"");
+    lb.config.set("pairs.list=\"\"");
   }
   resolve_defaults(lb.config);
   apply_threads(lb.config);
@@ -233,10 +240,14 @@ void run_invariance(const InvarianceCommand& c, std::ostream& out) {
     for (const std::string& k : c.kinds)
       all.push_back(make_invariance_sets(source, parse_transformation(k), c.limit, c.levels, c.seed));
   }
+  if (c.features != "backbone" && c.features != "random")
+    fail("invariance: --features ", c.features, ", expected backbone or random");
+  const nn::ModulePtr net = c.features == "random" ? make_backbone(lb.config).module : lb.module;
   json j = checkpoint_json("invariance", c.input, lb);
+  j["features"] = c.features;
   json results = json::object();
   for (const InvarianceSets& s : all) {
-    Tensor f = extract_features(*lb.module, s.images, norm, c.input.batch_size, input_size(lb.config));
+    Tensor f = extract_features(*net, s.images, norm, c.input.batch_size, input_size(lb.config));
     InvarianceScore r = invariance_score(f, s.set_start, s.set_class, s.num_classes, c.k);
     out << "invariance " << s.name << ": " << describe(c.input, lb) << ", " << s.num_sets() << " sets ("
         << r.sets_used << " of 3+ images) in " << s.num_classes << " classes, percentile " << fixed(r.percentile, 1)
@@ -440,6 +451,8 @@ void add_eval_commands(CLI::App& app) {
                       ->capture_default_str();
     cmd->add_option("--folder", c->folder, "a folder of sets instead: DIR/<class>/<set>/<image>")->excludes(kinds);
     cmd->add_option("--limit", c->limit, "sets per class built from the test split")->capture_default_str();
+    cmd->add_option("--features", c->features, "backbone, or random (the architecture freshly initialised)")
+        ->capture_default_str();
     cmd->add_option("--levels", c->levels, "images per built set (transformation levels)")->capture_default_str();
     cmd->add_option("--k", c->k, "top-K neurons, comma-separated")->delimiter(',')->capture_default_str();
     cmd->add_option("--seed", c->seed, "which test images become targets, occluder positions")->capture_default_str();

@@ -58,6 +58,7 @@ struct InvarianceCommand {
   CheckpointInput input;
   std::vector<std::string> kinds = {"occlusion", "viewpoint", "illumination", "instance"};
   std::string folder{};         // a folder of sets (<class>/<set>/<image>) instead of kinds
+  std::string features = "backbone";  // backbone, or random (the architecture freshly initialised)
   int64_t limit = 20;           // sets per class built from the test split
   int levels = 7;               // images per built set
   uint64_t seed = 0;

@@ -27,7 +27,8 @@ using json = nlohmann::ordered_json;
 
 namespace {
 
-const std::set<std::string> kEvaluations = {"linear", "knn", "view_emd", "invariance", "finetune", "transfer", "mining"};
+const std::set<std::string> kEvaluations = {"linear",   "knn",    "view_emd", "invariance", "invariance_random",
+                                            "finetune", "transfer", "mining"};
 
 std::string number_text(double v) {
   char buf[64];
@@ -172,6 +173,18 @@ void read_eval(const toml::table& e, StudyEval& v, const std::string& where) {
   }
 }
 
+void read_videos(const toml::table& v, StudyVideos& out, const std::string& where) {
+  allow_keys(v, {"clips", "frames", "seed", "source"}, where);
+  out.enabled = true;
+  out.clips = v["clips"].value_or(out.clips);
+  out.frames = v["frames"].value_or(out.frames);
+  out.seed = static_cast<uint64_t>(v["seed"].value_or(static_cast<int64_t>(out.seed)));
+  if (const auto* a = v["source"].as_array()) {
+    out.source.clear();
+    for (const auto& x : *a) out.source.push_back(x.value_or(std::string()));
+  }
+}
+
 }  // namespace
 
 StudySpec load_study(const std::string& path) {
@@ -182,7 +195,7 @@ StudySpec load_study(const std::string& path) {
   } catch (const toml::parse_error& e) {
     fail(path, ": ", e.description(), " at line ", e.source().begin.line);
   }
-  allow_keys(t, {"study", "axes", "variants", "set", "scale", "eval", "prepare"}, path);
+  allow_keys(t, {"study", "axes", "variants", "set", "scale", "eval", "prepare", "videos"}, path);
   StudySpec s;
   s.path = path;
   const toml::table& st = table_at(t, "study", path);
@@ -208,7 +221,7 @@ StudySpec load_study(const std::string& path) {
       const std::string e = v.value_or(std::string());
       if (!kEvaluations.count(e))
         fail(path, ": [study] evaluation '", e,
-             "' unknown (expected linear, knn, view_emd, invariance, finetune, transfer or mining)");
+             "' unknown (expected linear, knn, view_emd, invariance, invariance_random, finetune, transfer or mining)");
       s.evaluations.push_back(e);
     }
   if (s.evaluations.empty()) fail(path, ": [study] evaluations is empty");
@@ -272,10 +285,12 @@ StudySpec load_study(const std::string& path) {
       if (!v.is_table()) fail(path, ": [scale.", k.str(), "] must be a table");
       toml::table settings = *v.as_table();
       settings.erase("eval");
+      settings.erase("videos");
       s.scales[std::string(k.str())] = assignments(settings, path + " [scale." + std::string(k.str()) + "]");
     }
   }
   if (t.get("eval")) read_eval(table_at(t, "eval", path), s.eval, path + " [eval]");
+  if (t.get("videos")) read_videos(table_at(t, "videos", path), s.videos, path + " [videos]");
   // A scale's own [scale.<name>.eval] starts from [eval].
   if (const auto* sc = t["scale"].as_table())
     for (const auto& [k, v] : *sc) {
@@ -283,6 +298,10 @@ StudySpec load_study(const std::string& path) {
       if (const auto* et = v.as_table() ? (*v.as_table())["eval"].as_table() : nullptr)
         read_eval(*et, e, path + " [scale." + std::string(k.str()) + ".eval]");
       s.scale_eval[std::string(k.str())] = e;
+      StudyVideos vid = s.videos;
+      if (const auto* vt = v.as_table() ? (*v.as_table())["videos"].as_table() : nullptr)
+        read_videos(*vt, vid, path + " [scale." + std::string(k.str()) + ".videos]");
+      s.scale_videos[std::string(k.str())] = vid;
     }
   for (const auto& e : s.evaluations)
     if (e == "transfer" && s.eval.transfer.empty())
@@ -417,10 +436,11 @@ json evaluate(const StudyEval& e, const std::string& name, const std::string& ch
     run_view_emd(ViewEmdCommand{.input = {.checkpoint = checkpoint}, .pairs = "", .n = e.emd_pairs}, out);
     return command_json(out.str(), "view-emd");
   }
-  if (name == "invariance") {
+  if (name == "invariance" || name == "invariance_random") {
     InvarianceCommand c;
-    c.input = {.checkpoint = checkpoint};
+    c.input = {.checkpoint = checkpoint, .sets = e.probe_sets};
     c.limit = e.invariance_sets;
+    if (name == "invariance_random") c.features = "random";
     run_invariance(c, out);
     return command_json(out.str(), "invariance");
   }
@@ -450,9 +470,9 @@ std::vector<std::pair<std::string, double>> metrics_of(const std::string& name, 
     }
   } else if (name == "view_emd") {
     m.emplace_back("view_emd", j.at("emd").at("mean").get<double>());
-  } else if (name == "invariance") {
+  } else if (name == "invariance" || name == "invariance_random") {
     for (const auto& [kind, r] : j.at("results").items())
-      for (const auto& [k, v] : r.at("score").items()) m.emplace_back("invariance_" + kind + "_k" + k, v.get<double>());
+      for (const auto& [k, v] : r.at("score").items()) m.emplace_back(name + "_" + kind + "_k" + k, v.get<double>());
   }
   return m;
 }
@@ -686,14 +706,15 @@ StudySummary run_study(const StudyOptions& o) {
     c.sets.insert(c.sets.end(), o.sets.begin(), o.sets.end());
     prepared.push_back(c);
   }
-  // "{prepare.NAME}" -> that run's folder.
-  for (StudyCell& c : cells)
-    for (std::string& a : c.sets)
-      for (const StudyVariant& p : spec.prepare) {
-        const std::string tag = "{prepare." + p.name + "}";
-        const std::string where = fs::absolute(sum.folder + "/prepare/" + slug(p.name)).string();
-        for (size_t at; (at = a.find(tag)) != std::string::npos;) a.replace(at, tag.size(), where);
-      }
+  // "{prepare.NAME}" -> that run's folder, "{videos}" -> the synthetic videos' folder.
+  std::vector<std::pair<std::string, std::string>> places{{"{videos}", fs::absolute(sum.folder + "/videos").string()}};
+  for (const StudyVariant& p : spec.prepare)
+    places.emplace_back("{prepare." + p.name + "}", fs::absolute(sum.folder + "/prepare/" + slug(p.name)).string());
+  for (std::vector<StudyCell>* group : {&cells, &prepared})
+    for (StudyCell& c : *group)
+      for (std::string& a : c.sets)
+        for (const auto& [tag, where] : places)
+          for (size_t at; (at = a.find(tag)) != std::string::npos;) a.replace(at, tag.size(), where);
   // Every run's config is checked before any training, so a bad key fails at once.
   for (const StudyCell& c : prepared) load_run_config(spec.base, c.sets, sum.folder + "/" + c.id);
   for (const StudyCell& c : cells) load_run_config(spec.base, c.sets, sum.folder + "/cells/" + c.id);
@@ -711,6 +732,21 @@ StudySummary run_study(const StudyOptions& o) {
   };
   say("study " + spec.name + " (scale " + o.scale + "): " + std::to_string(cells.size()) + " cells in " + sum.folder);
   const auto t_start = std::chrono::steady_clock::now();
+  const StudyVideos& videos = spec.scale_videos.count(o.scale) ? spec.scale_videos.at(o.scale) : spec.videos;
+  if (videos.enabled && !fs::exists(sum.folder + "/videos/.done")) {
+    MakeVideosCommand m;
+    m.sets = videos.source;
+    for (const std::string& a : o.sets)
+      if (a.rfind("data.", 0) == 0) m.sets.push_back(a);  // the command line's data is the source too
+    m.output = sum.folder + "/videos";
+    m.clips = videos.clips;
+    m.frames = videos.frames;
+    m.seed = videos.seed;
+    std::ostringstream out;
+    run_make_videos(m, out);
+    std::ofstream(sum.folder + "/videos/.done") << out.str();
+    say("videos: " + std::to_string(m.clips) + " clips of " + std::to_string(m.frames) + " frames in " + m.output);
+  }
   for (const StudyCell& c : prepared) {
     const std::string dir = sum.folder + "/" + c.id;
     if (fs::exists(dir + "/pretrain.done")) continue;

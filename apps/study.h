@@ -76,6 +76,15 @@ struct StudyEval {
   std::vector<std::string> probe_sets{};  // data assignments for every probe (e.g. data.per_class=0)
 };
 
+// [videos]: synthetic clips (siam make-videos) written once into <study>/videos before any run;
+// "{videos}" in a setting names that folder (temporal pairs: data.dataset = "folder").
+struct StudyVideos {
+  bool enabled = false;
+  int64_t clips = 2000, frames = 16;
+  uint64_t seed = 0;
+  std::vector<std::string> source;  // data.* assignments of the source images
+};
+
 struct StudySpec {
   std::string path;        // the study file
   std::string name, description;
@@ -95,6 +104,8 @@ struct StudySpec {
   std::map<std::string, std::vector<std::string>> scales;  // [scale.<name>]
   StudyEval eval;                                          // [eval]
   std::map<std::string, StudyEval> scale_eval;             // [eval] with [scale.<name>.eval] over it
+  StudyVideos videos;                                      // [videos]
+  std::map<std::string, StudyVideos> scale_videos;         // [videos] with [scale.<name>.videos] over it
 };
 
 // Reads and checks a study file: unknown tables, keys or evaluations, empty axes, a base config

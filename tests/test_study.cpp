@@ -188,13 +188,15 @@ TEST(Study, RunsResumesAndRecordsFailures) {
   EXPECT_EQ(s.skipped, 3);
 }
 
-// Every study of configs/studies/ at smoke scale on the synthetic data, end to end.
+// Every study of configs/studies/ at smoke scale, end to end, on Fashion-MNIST as shipped
+// (scripts/deps.sh build installs it: the studies' probes and invariance sets read it, and the
+// temporal study makes its videos from it).
 TEST(Study, EveryShippedStudyRunsAtSmokeScale) {
   StudyDir d("shipped");
   for (const auto& e : fs::directory_iterator(std::string(SIAM_SOURCE_DIR) + "/configs/studies")) {
     if (e.path().extension() != ".toml") continue;
     const std::string name = e.path().stem().string();
-    StudyOptions o{.path = e.path().string(), .scale = "smoke", .sets = d.data_sets(), .output = d.path(name), .console = false};
+    StudyOptions o{.path = e.path().string(), .scale = "smoke", .sets = {}, .output = d.path(name), .console = false};
     const auto t0 = std::chrono::steady_clock::now();
     const StudySummary s = run_study(o);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
