@@ -9,7 +9,9 @@
 #include <limits>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <mutex>
+#include <sstream>
 
 #include "data/augment.h"
 #include "dist/dist.h"
@@ -556,7 +558,33 @@ static std::string install_hint(const std::string& dataset) {
   return "";
 }
 
+static data::ImageSet decode_split(const Config& cfg, const std::string& split);
+
+// Decoded splits are kept for the life of the process, keyed by what decoding depends on, so a
+// study's many runs and evaluations decode each data set once. A file that changes on disk
+// (its size or time) is decoded again. The sets are shared read-only: every consumer copies or
+// views them, none writes into them.
 static data::ImageSet load_split(const Config& cfg, const std::string& split) {
+  const std::string& dataset = cfg.get_string("data.dataset");
+  const std::string root = dataset == "folder" && split == "test" ? cfg.get_string("data.test_root") : cfg.get_string("data.root");
+  std::error_code ec;
+  const auto stamp = std::filesystem::last_write_time(root, ec);
+  std::ostringstream key;
+  key << dataset << "|" << root << "|" << split << "|" << cfg.get_bool("data.coarse") << "|" << cfg.get_int("data.image_size")
+      << "|" << cfg.get_int("data.channels") << "|" << (ec ? 0 : stamp.time_since_epoch().count());
+  static std::mutex mu;
+  static std::map<std::string, data::ImageSet> cache;
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    if (auto it = cache.find(key.str()); it != cache.end()) return it->second;
+  }
+  data::ImageSet set = decode_split(cfg, split);
+  std::lock_guard<std::mutex> lk(mu);
+  cache.emplace(key.str(), set);
+  return set;
+}
+
+static data::ImageSet decode_split(const Config& cfg, const std::string& split) {
   const std::string& dataset = cfg.get_string("data.dataset");
   std::string root = cfg.get_string("data.root");
   if (dataset == "folder" && split == "test") {
@@ -599,7 +627,7 @@ static data::ImageSet concat(const data::ImageSet& a, const data::ImageSet& b) {
 
 // data.classes and data.per_class: the images of the listed classes (relabelled 0, 1, ... in the
 // list's order), the first per_class of each when per_class > 0.
-static data::ImageSet select_classes(const data::ImageSet& s, const Config& cfg, bool per_class) {
+static data::ImageSet select_classes(const data::ImageSet& s, const Config& cfg, bool per_class, int64_t limit) {
   const List& classes = cfg.get_list("data.classes");
   const int64_t cap = per_class ? cfg.get_int("data.per_class") : 0;
   if (classes.empty() && cap == 0) return s;
@@ -618,6 +646,7 @@ static data::ImageSet select_classes(const data::ImageSet& s, const Config& cfg,
     if (!relabel.empty() && !relabel.count(y)) continue;
     if (cap > 0 && taken[y]++ >= cap) continue;
     keep.push_back(i);
+    if (limit > 0 && static_cast<int64_t>(keep.size()) == limit) break;  // data.limit / test_limit: no more needed
   }
   data::ImageSet out = subset(s, keep);
   if (!relabel.empty()) {
@@ -634,7 +663,7 @@ static data::ImageSet select_classes(const data::ImageSet& s, const Config& cfg,
 
 data::ImageSet load_train_set(const Config& in) {
   Config cfg = resolved(in);
-  data::ImageSet train = first(select_classes(load_split(cfg, "train"), cfg, true), cfg.get_int("data.limit"));
+  data::ImageSet train = first(select_classes(load_split(cfg, "train"), cfg, true, cfg.get_int("data.limit")), cfg.get_int("data.limit"));
   if (cfg.get_string("data.dataset") == "stl10" && cfg.get_bool("data.unlabeled"))
     train = concat(train, load_split(cfg, "unlabeled"));
   return train;
@@ -642,7 +671,8 @@ data::ImageSet load_train_set(const Config& in) {
 
 data::ImageSet load_test_set(const Config& in) {
   const Config cfg = resolved(in);
-  return first(select_classes(load_split(cfg, "test"), cfg, false), cfg.get_int("data.test_limit"));
+  return first(select_classes(load_split(cfg, "test"), cfg, false, cfg.get_int("data.test_limit")),
+               cfg.get_int("data.test_limit"));
 }
 
 Normalisation normalisation(const Config& in) {

@@ -236,7 +236,7 @@ TEST(PretrainConfig, ImpossibleSettingsAreClearErrors) {
     std::string phrase;
   };
   const std::vector<Case> cases = {
-      {{"method.name=swav"}, "method.name must be one of simclr, moco, byol, simsiam, dino, vicreg, barlow, got 'swav'"},
+      {{"method.name=swav"}, "method.name must be one of simclr, moco, byol, simsiam, dino, vicreg, barlow, supervised, got 'swav'"},
       {{"data.dataset=imagenet"}, "data.dataset must be one of fashion_mnist, mnist, cifar10"},
       {{"data.dataset=folder"}, "data.root must name the image folder"},
       {{"run.device=tpu"}, "run.device must be one of auto, cpu, cuda, got 'tpu'"},
