@@ -544,7 +544,8 @@ void plot_study(const StudySpec& spec, const std::string& folder, const std::vec
       std::sort(pts.begin(), pts.end());
       for (const auto& [x, ms] : pts) body << x << " " << ms.first << " " << ms.second << "\n";
       body << "EOD\n";
-      plots.push_back("$s" + std::to_string(s) + " using 1:2:3 with yerrorlines title " + gnuplot_quote(series[s]));
+      plots.push_back("$s" + std::to_string(s) + " using 1:2:3 with yerrorlines lc " + std::to_string(s + 1) + " title " +
+                      gnuplot_quote(series[s]));
     }
     body << "plot " << join(plots, ", ") << "\n";
     plot(folder + "/plot_" + slug(m) + ".png", spec.name + ": " + metric_title(m), spec.x, metric_title(m), body.str());
@@ -558,11 +559,14 @@ void plot_study(const StudySpec& spec, const std::string& folder, const std::vec
         body << "$e" << s << " << EOD\n";
         for (const Group& g : groups)
           if (series_of(g) == series[s] && g.values.count(m) && g.values.count("view_emd"))
-            body << mean_std(g.values.at("view_emd")).first << " " << mean_std(g.values.at(m)).first << " "
-                 << gnuplot_quote(xlabels[static_cast<size_t>(x_of(g))]) << "\n";
+            body << mean_std(g.values.at("view_emd")).first << " " << mean_std(g.values.at(m)).first << " \""
+                 << xlabels[static_cast<size_t>(x_of(g))] << "\"\n";  // a data string: double quotes
         body << "EOD\n";
-        plots.push_back("$e" + std::to_string(s) + " using 1:2 with points pt 7 ps 1.4 title " + gnuplot_quote(series[s]) +
-                        ", $e" + std::to_string(s) + " using 1:2:3 with labels offset 0,1 notitle");
+        // One colour a series, fixed, so the labels' plots do not shift the colour cycle.
+        const std::string lc = " lc " + std::to_string(s + 1);
+        plots.push_back("$e" + std::to_string(s) + " using 1:2 with points pt 7 ps 1.4" + lc + " title " +
+                        gnuplot_quote(series[s]) + ", $e" + std::to_string(s) +
+                        " using 1:2:3 with labels offset 0,0.9 font ',8' textcolor 'gray30' notitle");
       }
       body << "plot " << join(plots, ", ") << "\n";
       plot(folder + "/plot_" + slug(m) + "_vs_view_emd.png", spec.name + ": " + metric_title(m) + " against view EMD",
