@@ -173,6 +173,25 @@ void read_eval(const toml::table& e, StudyEval& v, const std::string& where) {
   }
 }
 
+// [[variants]] and [[prepare]]: arrays of tables { name = "...", set = { key = value, ... } }.
+std::vector<StudyVariant> named_sets(const toml::node* node, const std::string& kind, const std::string& path) {
+  std::vector<StudyVariant> out;
+  if (!node) return out;
+  const auto* arr = node->as_array();
+  if (!arr) fail(path, ": ", kind, " must be an array of tables ([[", kind, "]])");
+  for (const auto& v : *arr) {
+    const auto* vt = v.as_table();
+    if (!vt) fail(path, ": each [[", kind, "]] must be a table");
+    allow_keys(*vt, {"name", "set"}, path + " [[" + kind + "]]");
+    StudyVariant named{.name = (*vt)["name"].value_or(std::string()), .sets = {}};
+    if (named.name.empty()) fail(path, ": every [[", kind, "]] needs a name");
+    if (const auto* set = (*vt)["set"].as_table())
+      named.sets = assignments(*set, path + " " + kind + " '" + named.name + "'");
+    out.push_back(named);
+  }
+  return out;
+}
+
 void read_videos(const toml::table& v, StudyVideos& out, const std::string& where) {
   allow_keys(v, {"clips", "frames", "seed", "source"}, where);
   out.enabled = true;
@@ -252,33 +271,9 @@ StudySpec load_study(const std::string& path) {
       s.axes.push_back(a);
     }
   }
-  if (const toml::node* vs = t.get("variants")) {
-    const auto* arr = vs->as_array();
-    if (!arr) fail(path, ": variants must be an array of tables ([[variants]])");
-    for (const auto& v : *arr) {
-      const auto* vt = v.as_table();
-      if (!vt) fail(path, ": each [[variants]] must be a table");
-      allow_keys(*vt, {"name", "set"}, path + " [[variants]]");
-      StudyVariant var{.name = (*vt)["name"].value_or(std::string()), .sets = {}};
-      if (var.name.empty()) fail(path, ": every [[variants]] needs a name");
-      if (const auto* set = (*vt)["set"].as_table()) var.sets = assignments(*set, path + " variant '" + var.name + "'");
-      s.variants.push_back(var);
-    }
-  }
+  s.variants = named_sets(t.get("variants"), "variants", path);
   if (s.variants.empty()) s.variants.push_back({});
-  if (const toml::node* ps = t.get("prepare")) {
-    const auto* arr = ps->as_array();
-    if (!arr) fail(path, ": prepare must be an array of tables ([[prepare]])");
-    for (const auto& v : *arr) {
-      const auto* pt = v.as_table();
-      if (!pt) fail(path, ": each [[prepare]] must be a table");
-      allow_keys(*pt, {"name", "set"}, path + " [[prepare]]");
-      StudyVariant p{.name = (*pt)["name"].value_or(std::string()), .sets = {}};
-      if (p.name.empty()) fail(path, ": every [[prepare]] needs a name");
-      if (const auto* set = (*pt)["set"].as_table()) p.sets = assignments(*set, path + " prepare '" + p.name + "'");
-      s.prepare.push_back(p);
-    }
-  }
+  s.prepare = named_sets(t.get("prepare"), "prepare", path);
   if (t.get("set")) s.sets = assignments(table_at(t, "set", path), path + " [set]");
   if (t.get("scale")) {
     for (const auto& [k, v] : table_at(t, "scale", path)) {
@@ -691,6 +686,21 @@ void write_study_report(const StudySpec& spec, const std::vector<StudyCell>& cel
 
 // ---------------------------------------------------------------- the runner
 
+namespace {
+
+// A cell's (or prepared run's) pretraining in `dir`: resumed when a checkpoint is there.
+PretrainOptions run_options(const StudySpec& spec, const StudyCell& c, const std::string& dir) {
+  PretrainOptions p;
+  p.config_path = spec.base;
+  p.sets = c.sets;
+  p.output = dir;
+  p.console = false;
+  p.resume = fs::exists(dir + "/checkpoint.safetensors");
+  return p;
+}
+
+}  // namespace
+
 StudySummary run_study(const StudyOptions& o) {
   const StudySpec spec = load_study(o.path);
   StudySummary sum;
@@ -754,12 +764,7 @@ StudySummary run_study(const StudyOptions& o) {
   for (const StudyCell& c : prepared) {
     const std::string dir = sum.folder + "/" + c.id;
     if (fs::exists(dir + "/pretrain.done")) continue;
-    PretrainOptions p;
-    p.config_path = spec.base;
-    p.sets = c.sets;
-    p.output = dir;
-    p.console = false;
-    p.resume = fs::exists(dir + "/checkpoint.safetensors");
+    const PretrainOptions p = run_options(spec, c, dir);
     say(c.id + (p.resume ? ": resuming pretraining" : ": pretraining (the cells need it)"));
     const PretrainResult r = pretrain(p);  // an error here stops the study: the cells depend on it
     if (r.interrupted) {
@@ -787,12 +792,7 @@ StudySummary run_study(const StudyOptions& o) {
     fs::remove(dir + "/error.txt");
     try {
       if (!fs::exists(dir + "/pretrain.done")) {
-        PretrainOptions p;
-        p.config_path = spec.base;
-        p.sets = c.sets;
-        p.output = dir;
-        p.console = false;
-        p.resume = fs::exists(dir + "/checkpoint.safetensors");
+        const PretrainOptions p = run_options(spec, c, dir);
         say(tag + (p.resume ? ": resuming pretraining" : ": pretraining"));
         PretrainResult r = pretrain(p);
         if (r.interrupted) {
