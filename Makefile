@@ -37,6 +37,7 @@ reference:
 	/usr/bin/python3 tools/reference/gen_optim.py tests/fixtures/optim
 	/usr/bin/python3 tools/reference/gen_ssl_train.py tests/fixtures/ssl
 	/usr/bin/python3 tools/reference/gen_eval.py tests/fixtures/eval
+	/usr/bin/python3 tools/reference/make_verify_file.py tests/fixtures/verify
 
 demo: deps
 	BUILD=$(BUILD) scripts/demo.sh

@@ -11,6 +11,7 @@
 #include "apps/mine.h"
 #include "apps/pretrain.h"
 #include "apps/study.h"
+#include "apps/verify.h"
 #include "dist/dist.h"
 #include "tensor/cuda_runtime.h"
 #include "tensor/error.h"
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
   siam::apps::add_eval_commands(app);
   siam::apps::add_mine_command(app);
   siam::apps::add_study_command(app);
+  siam::apps::add_verify_command(app);
   try {
     siam::dist::init();  // MPI starts only under a launcher (mpirun, srun)
     app.parse(argc, argv);
