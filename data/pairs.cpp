@@ -203,7 +203,10 @@ PairGenerator::PairGenerator(const PairConfig& cfg, const ImageSet& images, cons
       int64_t n = ip[i * k + j];
       if (n < 0 || n >= num_images_)
         fail("mined pairs: neighbour (", i, ", ", j, ") is image ", n, ", expected 0..", num_images_ - 1);
-      if (n != i && sp[i * k + j] >= cfg_.mined_threshold) group_items_.push_back(n);
+      if (n != i && sp[i * k + j] >= cfg_.mined_threshold) {
+        group_items_.push_back(n);
+        group_sim_.push_back(sp[i * k + j]);
+      }
     }
     group_start_.push_back(static_cast<int64_t>(group_items_.size()));
   }
@@ -300,6 +303,22 @@ std::array<int64_t, 2> PairGenerator::row_images(int64_t epoch, int64_t row, Pai
     }
   }
   SIAM_CHECK(false, "unknown pair kind");
+}
+
+PairGenerator::RowInfo PairGenerator::row_info(const BatchPlan& plan, int64_t b) const {
+  SIAM_CHECK(b >= 0 && b < static_cast<int64_t>(plan.kinds.size()), "row ", b, " outside the plan");
+  RowInfo r;
+  r.kind = plan.kinds[b];
+  const int64_t a = plan.views[0][b].image, n = plan.views[1][b].image;
+  // Frames of a video are consecutive images (the VideoSet's layout).
+  if (r.kind == PairKind::temporal) r.time_gap = std::abs(n - a);
+  if (r.kind == PairKind::mined)
+    for (int64_t k = group_start_[a]; k < group_start_[a + 1]; ++k)
+      if (group_items_[k] == n) {
+        r.similarity = group_sim_[k];
+        break;
+      }
+  return r;
 }
 
 BatchPlan PairGenerator::plan(int64_t epoch, const int64_t* rows, int64_t count) const {

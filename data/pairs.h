@@ -8,6 +8,7 @@
 // own choices (partner image, mined or not) and slot 1 + t * V + v holds view v of try t
 // (tries > 0 only under an overlap constraint). Each slot is 16 counter blocks (64 words).
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -105,6 +106,14 @@ class PairGenerator {
   // Batch `index` of `batch_size` rows of the epoch (the last one may be short).
   BatchPlan plan_batch(int64_t epoch, int64_t index, int64_t batch_size) const;
 
+  // What a contact sheet labels row b of a plan with.
+  struct RowInfo {
+    PairKind kind = PairKind::augmentation;
+    int64_t time_gap = -1;    // temporal rows: frames between the two views' frames
+    double similarity = NAN;  // mined rows: the neighbour's cosine similarity to the anchor
+  };
+  RowInfo row_info(const BatchPlan& plan, int64_t b) const;
+
  private:
   void init(const ImageSet& images);
   uint64_t offset(int64_t epoch, int64_t row, int64_t slot) const;
@@ -117,6 +126,7 @@ class PairGenerator {
   // image (mined), frames of each video (temporal).
   std::vector<int64_t> group_start_, group_items_;
   std::vector<int64_t> group_of_;            // image -> its group (semantic, temporal)
+  std::vector<float> group_sim_;             // mined: the similarity of each usable neighbour
   std::vector<std::array<int64_t, 2>> pairs_;  // curated or all_pairs rows
   bool from_list_ = false;
   std::vector<int64_t> anchors_;             // temporal: frames that have a partner in range

@@ -9,6 +9,9 @@
 # On a machine where siam is already built (the GPU machine, see scripts/gpu_bundle.sh):
 #   SIAM=.gpu/bin/siam DATA_ROOT=.gpu/data/fashion-mnist scripts/demo.sh
 #
+# Trying another recipe: DEMO_CONFIG=path.toml and DEMO_SET="key=value key=value" (overrides
+# for pretraining only; the probes stay the same).
+#
 # Writes runs/demo/ (DEMO_OUT overrides): pretrain/ (config, metrics.jsonl, TensorBoard
 # events, checkpoint), eval.jsonl (every probe's JSON line), results.md (the table),
 # curves.png (siam plot of the pretraining run).
@@ -42,12 +45,15 @@ if grep -q '^GPU cuda:' <<<"$("$SIAM" info)"; then
   CONFIG=$GPU_RECIPE
   WHERE="$(grep -m1 '^GPU cuda:' <<<"$("$SIAM" info)" | cut -d, -f1)"
 fi
+CONFIG=${DEMO_CONFIG:-$CONFIG}
+PRETRAIN_SET=()
+for kv in ${DEMO_SET:-}; do PRETRAIN_SET+=(--set "$kv"); done
 echo "demo: pretraining with $CONFIG on $WHERE"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
 t0=$(date +%s)
-"$SIAM" pretrain "$CONFIG" --output "$OUT/pretrain" "${DATA_SET[@]}"
+"$SIAM" pretrain "$CONFIG" --output "$OUT/pretrain" "${DATA_SET[@]}" "${PRETRAIN_SET[@]}"
 t1=$(date +%s)
 
 CKPT=$OUT/pretrain/checkpoint.safetensors

@@ -164,16 +164,44 @@ TEST(DataLoader, PreviewPngDecodes) {
   int w = 0, h = 0, comp = 0;
   unsigned char* pix = stbi_load(path.c_str(), &w, &h, &comp, 0);
   ASSERT_NE(pix, nullptr) << stbi_failure_reason();
-  // 4 columns (2 sources + 2 views) of 24-pixel cells and 3 rows of 20, 2-pixel gaps.
-  EXPECT_EQ(w, 4 * 24 + 5 * 2);
-  EXPECT_EQ(h, 3 * 20 + 4 * 2);
+  // Cells as large as the 20 x 24 sources, enlarged 5 times to at least 96 pixels: 100 x 120;
+  // 4 columns (2 sources + 2 views) and 3 rows.
+  const PreviewLayout L = preview_layout(g, 3);
+  EXPECT_EQ(L.scale, 5);
+  EXPECT_EQ(L.cell_h, 100);
+  EXPECT_EQ(L.cell_w, 120);
+  EXPECT_EQ(L.cols, 4);
+  EXPECT_EQ(L.rows, 3);
+  EXPECT_EQ(w, L.width);
+  EXPECT_EQ(h, L.height);
   EXPECT_EQ(comp, 3);
-  // The first source cell is the image itself.
+  // The first source cell is the image itself, each pixel a 5 x 5 block (the crop boxes are
+  // 2 pixels thick on block edges, so block centres show the image).
   const uint8_t* src = set.images.data<uint8_t>();
-  int64_t anchor = g.plan(0, g.epoch_order(0).data(), 1).views[0][0].image;
-  for (int x = 0; x < 24; ++x)
-    for (int ch = 0; ch < 3; ++ch)
-      EXPECT_EQ(pix[((2 + 5) * w + 2 + x) * 3 + ch], src[((anchor * 20 + 5) * 24 + x) * 3 + ch]);
+  BatchPlan plan = g.plan(0, g.epoch_order(0).data(), 1);
+  int64_t anchor = plan.views[0][0].image;
+  for (int y = 0; y < 20; ++y)
+    for (int x = 0; x < 24; ++x)
+      for (int ch = 0; ch < 3; ++ch)
+        ASSERT_EQ(pix[((L.cell_y(0) + 5 * y + 2) * w + L.cell_x(0) + 5 * x + 2) * 3 + ch],
+                  src[((anchor * 20 + y) * 24 + x) * 3 + ch])
+            << "source pixel (" << x << ", " << y << ")";
+  // View 1's crop box is drawn on its source in view 1's colour (orange), top-left corner.
+  const AugmentParams& p0 = plan.views[0][0].params;
+  const unsigned char* corner = &pix[((L.cell_y(0) + 5 * p0.top) * w + L.cell_x(0) + 5 * p0.left) * 3];
+  EXPECT_EQ(corner[0], 255);
+  EXPECT_EQ(corner[1], 140);
+  EXPECT_EQ(corner[2], 0);
+  // View 2's cell is framed in blue.
+  const unsigned char* frame = &pix[((L.cell_y(0) + 10) * w + L.cell_x(3) - 2) * 3];
+  EXPECT_EQ(frame[0], 30);
+  EXPECT_EQ(frame[1], 144);
+  EXPECT_EQ(frame[2], 255);
+  // The label line above the first row has text in it (light pixels on the dark background).
+  int lit = 0;
+  for (int y = L.cell_y(0) - L.label_h; y < L.cell_y(0) - 3; ++y)
+    for (int x = 0; x < w; ++x) lit += pix[(y * w + x) * 3] > 200;
+  EXPECT_GT(lit, 100);
   stbi_image_free(pix);
   fs::remove(path);
   EXPECT_THROW(write_preview("/nonexistent-dir/p.png", set, g, 0, 2), Error);

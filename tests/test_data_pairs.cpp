@@ -1,6 +1,8 @@
 // Pair generators: each kind's invariants (same class, different images, IoU constraint,
 // temporal gap, multi-crop sizes), determinism by seed and the neighbour-list file.
 #include <gtest/gtest.h>
+
+#include <cmath>
 #include <unistd.h>
 
 #include <algorithm>
@@ -191,6 +193,9 @@ TEST(DataPairs, MinedNeighbours) {
     EXPECT_NE(a, b) << "the anchor itself is not a neighbour";
     bool listed = b == (a + 4) % n || (b == (a + 8) % n && a % 2 == 0);
     EXPECT_TRUE(listed) << a << " -> " << b << ": a neighbour at or above the threshold";
+    // The preview's label: the similarity of the neighbour drawn.
+    EXPECT_FLOAT_EQ(all.row_info(p, r).similarity, 0.9f);
+    EXPECT_EQ(all.row_info(p, r).time_gap, -1);
   }
   c.mined_ratio = 0.0;
   for (PairKind kind : PairGenerator(c, set, nb).plan_batch(0, 0, n).kinds) EXPECT_EQ(kind, PairKind::augmentation);
@@ -260,6 +265,8 @@ TEST(DataPairs, TemporalGap) {
       EXPECT_EQ(video(a), video(b));
       EXPECT_GE(std::abs(a - b), 3);
       EXPECT_LE(std::abs(a - b), 5);
+      EXPECT_EQ(g.row_info(p, r).time_gap, std::abs(a - b));
+      EXPECT_TRUE(std::isnan(g.row_info(p, r).similarity));
       gaps.insert(b - a);
     }
   }
