@@ -40,6 +40,7 @@ const Series kSeries[] = {
     {"loss", "training loss", "step", &RunMetrics::loss},
     {"lr", "learning rate", "step", &RunMetrics::lr},
     {"knn", "kNN top-1 (%)", "epoch", &RunMetrics::knn},
+    {"embedding_std", "embedding std (0: collapse)", "step", &RunMetrics::embedding_std},
 };
 
 std::string quoted(const std::string& s) { return gnuplot_quote(s); }
@@ -106,6 +107,7 @@ RunMetrics read_metrics(const std::string& run_dir) {
     if (has_step && !epoch_record && number("loss", &v)) r.loss.push_back({step, v});
     if (has_step && !epoch_record && number("lr", &v)) r.lr.push_back({step, v});
     if (has_epoch && number("knn_top1", &v)) r.knn.push_back({epoch, v});
+    if (has_step && !epoch_record && number("embedding_std", &v)) r.embedding_std.push_back({step, v});
   }
   if (r.loss.empty() && r.lr.empty() && r.knn.empty())
     fail(path, ": no \"loss\" or \"lr\" (with \"step\") and no \"knn_top1\" (with \"epoch\") in any line");

@@ -14,6 +14,8 @@ struct RunMetrics {
   std::vector<std::array<double, 2>> loss;
   std::vector<std::array<double, 2>> lr;
   std::vector<std::array<double, 2>> knn;   // (epoch, knn_top1) of lines with "epoch" and "knn_top1"
+  // (step, embedding_std): the collapse signal, about 1/sqrt(d) when healthy, 0 when collapsed
+  std::vector<std::array<double, 2>> embedding_std;
 };
 
 // Reads run_dir/metrics.jsonl. Blank lines are skipped; a line that is not a JSON object, or

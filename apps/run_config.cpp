@@ -230,7 +230,8 @@ std::vector<ConfigKey> pretrain_schema() {
        "fused augmentation kernel; needs run.device on a GPU)"},
       // [method]
       {"method.name", S("simclr"), "simclr, moco, byol, simsiam, dino, vicreg or barlow"},
-      {"method.simclr.projector", List{2048, 2048, 128}, "output sizes of the projector's Linear layers"},
+      {"method.simclr.projector", List{2048, 2048, 128},
+       "output sizes of the projector's Linear layers; [] for none (NT-Xent on the backbone's features)"},
       {"method.simclr.temperature", 0.1, "NT-Xent temperature (official at batch 4096; 0.2-0.5 at small batch)"},
       {"method.simclr.loss_impl", S("fused"), "the loss as one fused op, or composite (a chain of primitive ops)"},
       {"method.moco.projector", List{2048, 128}, "output sizes of the projector's Linear layers"},
@@ -249,6 +250,7 @@ std::vector<ConfigKey> pretrain_schema() {
       {"method.simsiam.projector", List{2048, 2048, 2048}, "output sizes of the projector's Linear layers"},
       {"method.simsiam.predictor", List{512, 2048}, "output sizes of the predictor's Linear layers"},
       {"method.simsiam.fix_predictor_lr", true, "the predictor keeps the initial learning rate"},
+      {"method.simsiam.stop_gradient", true, "false: the paper's ablation without the stop-gradient (collapses)"},
       {"method.simsiam.loss_impl", S("fused"), "the loss as one fused op, or composite (a chain of primitive ops)"},
       {"method.dino.out_dim", int64_t{65536}, "prototypes K"},
       {"method.dino.hidden_dim", int64_t{2048}, "head MLP hidden size"},
@@ -469,7 +471,8 @@ void resolve_defaults(Config& cfg) {
          gen == "temporal" ? "videos" : "a list (pairs.list)", " have none: set run.knn_every = 0");
 
   // [method.*]: every method's keys are checked, the chosen one's are used.
-  for (const char* key : {"method.simclr.projector", "method.moco.projector", "method.byol.projector",
+  if (!cfg.get_list("method.simclr.projector").empty()) dims(cfg, "method.simclr.projector");
+  for (const char* key : {"method.moco.projector", "method.byol.projector",
                           "method.byol.predictor", "method.simsiam.projector", "method.simsiam.predictor",
                           "method.vicreg.projector", "method.barlow.projector"})
     dims(cfg, key);
@@ -734,7 +737,7 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
     ssl::SimclrConfig c;
     c.backbone = bb;
     c.loss_impl = loss_impl;
-    c.projector.dims = dims(cfg, p + "projector");
+    c.projector.dims = cfg.get_list(p + "projector").empty() ? std::vector<int64_t>{} : dims(cfg, p + "projector");
     c.temperature = cfg.get_double(p + "temperature");
     c.optim = optim;
     return std::make_unique<ssl::SimCLR>(c);
@@ -770,6 +773,7 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
     c.projector.dims = dims(cfg, p + "projector");
     c.predictor.dims = dims(cfg, p + "predictor");
     c.fix_predictor_lr = cfg.get_bool(p + "fix_predictor_lr");
+    c.stop_gradient = cfg.get_bool(p + "stop_gradient");
     c.optim = optim;
     return std::make_unique<ssl::SimSiam>(c);
   }

@@ -3,7 +3,9 @@
 namespace siam::ssl {
 
 SimCLR::SimCLR(const SimclrConfig& config, const BackboneFactory& make) : Method(make(config.backbone)), cfg(config) {
-  projector = register_module("projector", make_mlp(feature_dim(), cfg.projector));
+  // No layers: NT-Xent on the backbone's features (the paper's "no projection head" ablation).
+  projector = register_module("projector", cfg.projector.dims.empty() ? std::make_shared<nn::Sequential>()
+                                                                      : make_mlp(feature_dim(), cfg.projector));
 }
 
 std::vector<nn::ParamGroup> SimCLR::param_groups(double lr, double weight_decay) const {

@@ -23,7 +23,11 @@ StepOutput SimSiam::step(const std::vector<Tensor>& views, const Progress&, cons
   require_views(views, 2, 2);
   Tensor z1 = projector->forward(online_.module->forward(views[0]));
   Tensor z2 = projector->forward(online_.module->forward(views[1]));
-  Tensor loss = simsiam_loss(predictor->forward(z1), predictor->forward(z2), z1, z2, cfg.loss_impl);
+  Tensor p1 = predictor->forward(z1), p2 = predictor->forward(z2);
+  // Without the stop-gradient (the paper's ablation) the same loss, differentiated through
+  // both branches, collapses.
+  Tensor loss = cfg.stop_gradient ? simsiam_loss(p1, p2, z1, z2, cfg.loss_impl)
+                                  : mul(add(mean(cosine_similarity(p1, z2, -1, 1e-8)), mean(cosine_similarity(p2, z1, -1, 1e-8))), -0.5);
   return {loss, {{"loss", detach(loss)}, {"embedding_std", embedding_std(cat({z1, z2}, 0))}}};
 }
 

@@ -20,6 +20,7 @@ struct SimsiamConfig {
   // Predictor 2048-512-2048: Linear (no bias) -> BN -> ReLU -> Linear (bias).
   MlpConfig predictor{.dims = {512, 2048}, .hidden_bias = false, .hidden_batch_norm = true, .last_bias = true};
   bool fix_predictor_lr = true;  // the predictor keeps the initial learning rate
+  bool stop_gradient = true;     // false: the ablation (gradient through both branches), which collapses
   OptimRecipe optim{.optimizer = "sgd", .base_lr = 0.05, .weight_decay = 1e-4, .final_weight_decay = 1e-4,
                     .momentum = 0.9, .warmup_epochs = 0};
   LossImpl loss_impl = LossImpl::fused;  // the fused op, or the composite of primitive ops

@@ -32,7 +32,7 @@ class Plot : public ::testing::Test {
 
 const char* kSimclr =
     "{\"step\": 0, \"epoch\": 0, \"loss\": 5.5, \"lr\": 0.1}\n"
-    "{\"step\": 1, \"epoch\": 0, \"loss\": 5.0, \"lr\": 0.2}\n"
+    "{\"step\": 1, \"epoch\": 0, \"loss\": 5.0, \"lr\": 0.2, \"embedding_std\": 0.06}\n"
     "\n"
     "{\"step\": 2, \"epoch\": 1, \"loss\": 4.5, \"lr\": 0.3, \"knn_top1\": 41.5}\n"
     "{\"epoch\": 1, \"knn_top1\": 42.0, \"note\": \"other keys are ignored\"}\n"
@@ -48,6 +48,8 @@ TEST_F(Plot, ReadsSeries) {
   ASSERT_EQ(m.knn.size(), 3u);
   EXPECT_EQ(m.knn[1], (std::array<double, 2>{1, 42.0}));
   EXPECT_EQ(m.knn[2], (std::array<double, 2>{2, 43.0}));
+  ASSERT_EQ(m.embedding_std.size(), 1u);
+  EXPECT_EQ(m.embedding_std[0], (std::array<double, 2>{1, 0.06}));
   // A trailing slash names the same run.
   EXPECT_EQ(apps::read_metrics((root_ / "simclr").string() + "/").name, "simclr");
 }
@@ -71,7 +73,8 @@ TEST_F(Plot, ScriptHasOnePanelPerQuantityAndOneLinePerRun) {
   std::vector<apps::RunMetrics> runs = {apps::read_metrics(run("simclr", kSimclr)),
                                         apps::read_metrics(run("byol's", "{\"step\": 0, \"loss\": 1}\n"))};
   std::string s = apps::gnuplot_script(runs, "/data", "/out/curves.png");
-  EXPECT_NE(s.find("set multiplot layout 1,3"), std::string::npos) << s;
+  EXPECT_NE(s.find("set multiplot layout 1,4"), std::string::npos) << s;
+  EXPECT_NE(s.find("'/data/run0_embedding_std.dat'"), std::string::npos) << "the collapse signal";
   EXPECT_NE(s.find("set output '/out/curves.png'"), std::string::npos);
   EXPECT_NE(s.find("'/data/run0_loss.dat'"), std::string::npos);
   EXPECT_NE(s.find("'/data/run1_loss.dat'"), std::string::npos);
@@ -79,6 +82,7 @@ TEST_F(Plot, ScriptHasOnePanelPerQuantityAndOneLinePerRun) {
   EXPECT_NE(s.find("title 'byol''s'"), std::string::npos) << "quotes are doubled";
   runs.pop_back();
   runs[0].knn.clear();
+  runs[0].embedding_std.clear();
   EXPECT_NE(apps::gnuplot_script(runs, "/d", "/o.png").find("layout 1,2"), std::string::npos);
 }
 
