@@ -186,6 +186,14 @@ std::optional<Shape> param_shape(const Params& p, const std::string& name) {
   return it->second.shape();
 }
 
+// A size the file's parameter gives when present (dimension `dim` of its shape), else a
+// required setting.
+int64_t size_setting(Settings& s, const std::string& key, const std::optional<Shape>& shape, size_t dim,
+                     const std::string& param) {
+  if (shape && shape->size() > dim) return s.integer(key, (*shape)[dim]);
+  return s.need_integer(key, "no param." + param + " to read it from");
+}
+
 Built module(std::shared_ptr<nn::Module> m, Settings& s) {
   m->train(s.flag("training", true));
   Built b;
@@ -469,7 +477,7 @@ std::vector<Target> make_targets() {
                [](Settings& s, const Inputs& in, const Params& p) {
                  auto w = param_shape(p, "weight");
                  int64_t i = s.integer("in_features", dim_of(in, 0, -1, "linear"));
-                 int64_t o = w ? s.integer("out_features", (*w)[0]) : s.need_integer("out_features", "no param.weight to read it from");
+                 int64_t o = size_setting(s, "out_features", w, 0, "weight");
                  bool bias = s.flag("bias", w ? p.count("bias") > 0 : true);
                  return module(std::make_shared<nn::Linear>(i, o, bias), s);
                },
@@ -481,8 +489,8 @@ std::vector<Target> make_targets() {
                [](Settings& s, const Inputs& in, const Params& p) {
                  auto w = param_shape(p, "weight");
                  int64_t c = s.integer("in_channels", dim_of(in, 0, 1, "conv2d"));
-                 int64_t o = w ? s.integer("out_channels", (*w)[0]) : s.need_integer("out_channels", "no param.weight to read it from");
-                 int64_t k = w && w->size() == 4 ? s.integer("kernel_size", (*w)[2]) : s.need_integer("kernel_size", "no param.weight to read it from");
+                 int64_t o = size_setting(s, "out_channels", w, 0, "weight");
+                 int64_t k = size_setting(s, "kernel_size", w, 2, "weight");
                  int64_t st = s.integer("stride", 1), pad = s.integer("padding", 0), dil = s.integer("dilation", 1);
                  int64_t groups = s.integer("groups", 1);
                  bool bias = s.flag("bias", w ? p.count("bias") > 0 : true);
@@ -517,8 +525,8 @@ std::vector<Target> make_targets() {
                [](Settings& s, const Inputs& in, const Params& p) {
                  auto f1 = param_shape(p, "fc1.weight"), f2 = param_shape(p, "fc2.weight");
                  int64_t i = s.integer("in_features", dim_of(in, 0, -1, "mlp"));
-                 int64_t h = f1 ? s.integer("hidden_features", (*f1)[0]) : s.need_integer("hidden_features", "no param.fc1.weight");
-                 int64_t o = f2 ? s.integer("out_features", (*f2)[0]) : s.need_integer("out_features", "no param.fc2.weight");
+                 int64_t h = size_setting(s, "hidden_features", f1, 0, "fc1.weight");
+                 int64_t o = size_setting(s, "out_features", f2, 0, "fc2.weight");
                  return module(std::make_shared<nn::Mlp>(i, h, o), s);
                },
                shapes({{2, 3, 8}})});
@@ -1032,7 +1040,7 @@ void print_verify_targets(std::ostream& out) {
   for (const auto& t : targets()) {
     if (t.kind != kind) {
       kind = t.kind;
-      out << (kind == "op" ? "" : "\n") << kind << "s:\n";
+      out << (kind == "op" ? "" : "\n") << (kind == "loss" ? "losses" : kind + "s") << ":\n";
     }
     out << "  " << t.name << "\n      inputs: " << t.inputs << "\n      settings: " << t.settings << "\n";
   }

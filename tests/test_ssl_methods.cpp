@@ -141,6 +141,43 @@ TEST(SslMethods, SimsiamLowersItsLoss) {
   expect_lowered(train(m, two_views(), 0.1), 0.05, "SimSiam");
 }
 
+// The stop-gradient ablation (method.simsiam.stop_gradient = false): the same loss value, but
+// the gradient now also flows through the targets z1, z2, so the encoder's gradient differs.
+TEST(SslMethods, SimsiamWithoutStopGradientHasTheSameLossAndAnotherGradient) {
+  auto run = [](bool stop) {
+    reseed();
+    ssl::SimsiamConfig cfg;
+    cfg.projector = small(cfg.projector, {16, 16, 8});
+    cfg.predictor = small(cfg.predictor, {4, 8});
+    cfg.stop_gradient = stop;
+    ssl::SimSiam m(cfg, tiny_backbone);
+    ssl::StepOutput out = m.training_step(two_views(), Progress{.step = 0, .steps_per_epoch = 1, .total_steps = 1});
+    autograd::backward(out.loss);
+    return std::pair{out.loss.item(), m.trainable_parameters()[0].second.grad().to_vector()};
+  };
+  auto [loss_sg, grad_sg] = run(true);
+  auto [loss_nsg, grad_nsg] = run(false);
+  EXPECT_NEAR(loss_sg, loss_nsg, 1e-6);
+  double diff = 0;
+  for (size_t i = 0; i < grad_sg.size(); ++i) diff = std::max(diff, std::abs(grad_sg[i] - grad_nsg[i]));
+  EXPECT_GT(diff, 1e-4) << "the first encoder weight's gradient should change without the stop-gradient";
+}
+
+// SimCLR without a projector (method.simclr.projector = []): NT-Xent on the backbone's features.
+TEST(SslMethods, SimclrWithoutProjectorUsesTheFeatures) {
+  reseed();
+  ssl::SimclrConfig cfg;
+  cfg.projector.dims = {};
+  cfg.temperature = 0.5;
+  ssl::SimCLR m(cfg, tiny_backbone);
+  EXPECT_EQ(m.projector->size(), 0u);
+  std::vector<Tensor> v = two_views();
+  ssl::StepOutput out = m.training_step(v, Progress{.step = 0, .steps_per_epoch = 1, .total_steps = 1});
+  NoGradGuard ng;
+  Tensor h = m.backbone().forward(cat({v[0], v[1]}, 0));
+  EXPECT_NEAR(out.loss.item(), ssl::nt_xent(h, 0.5).item(), 1e-6);
+}
+
 ssl::DinoConfig tiny_dino() {
   ssl::DinoConfig cfg;
   cfg.head = {.out_dim = 16, .hidden_dim = 16, .bottleneck_dim = 8};

@@ -198,7 +198,7 @@ TEST(Verify, EveryTargetRoundTripsThroughWrite) {
   std::string line, kind;
   int n = 0;
   while (std::getline(lines, line)) {
-    if (!line.empty() && line.back() == ':' && line[0] != ' ') kind = line.substr(0, line.size() - 2);
+    if (!line.empty() && line.back() == ':' && line[0] != ' ') kind = line == "losses:" ? "loss" : line.substr(0, line.size() - 2);
     if (line.size() < 3 || line[0] != ' ' || line[2] == ' ') continue;
     std::string name = line.substr(2);
     std::string key = kind + " " + name;
