@@ -97,6 +97,11 @@ std::vector<int64_t> dims(const Config& cfg, const std::string& key) {
   return out;
 }
 
+// dims(), or none for an empty list (method.simclr.projector = []: no projector).
+std::vector<int64_t> dims_or_none(const Config& cfg, const std::string& key) {
+  return cfg.get_list(key).empty() ? std::vector<int64_t>{} : dims(cfg, key);
+}
+
 float f(const Config& cfg, const std::string& key) { return static_cast<float>(cfg.get_double(key)); }
 
 // The data set's image side and channels, without reading it (folder: from the config, or 0
@@ -471,7 +476,7 @@ void resolve_defaults(Config& cfg) {
          gen == "temporal" ? "videos" : "a list (pairs.list)", " have none: set run.knn_every = 0");
 
   // [method.*]: every method's keys are checked, the chosen one's are used.
-  if (!cfg.get_list("method.simclr.projector").empty()) dims(cfg, "method.simclr.projector");
+  dims_or_none(cfg, "method.simclr.projector");
   for (const char* key : {"method.moco.projector", "method.byol.projector",
                           "method.byol.predictor", "method.simsiam.projector", "method.simsiam.predictor",
                           "method.vicreg.projector", "method.barlow.projector"})
@@ -737,7 +742,7 @@ std::unique_ptr<ssl::Method> make_method(const Config& in) {
     ssl::SimclrConfig c;
     c.backbone = bb;
     c.loss_impl = loss_impl;
-    c.projector.dims = cfg.get_list(p + "projector").empty() ? std::vector<int64_t>{} : dims(cfg, p + "projector");
+    c.projector.dims = dims_or_none(cfg, p + "projector");
     c.temperature = cfg.get_double(p + "temperature");
     c.optim = optim;
     return std::make_unique<ssl::SimCLR>(c);

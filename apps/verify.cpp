@@ -810,13 +810,18 @@ struct Outcome {
   std::vector<std::pair<std::string, Tensor>> grad_params;
 };
 
-Outcome run_target(const Spec& s, Instance& in, const Tensor& grad_output) {
-  Outcome o;
+Tensor run_forward(const Spec& s, Instance& in) {
   try {
-    o.output = forward(in);
+    return forward(in);
   } catch (const std::exception& e) {
     fail(s.source, ": running ", run_error_context(s), ": ", e.what());
   }
+}
+
+// Backward from `output` (run_forward's) with grad_output (undefined: ones).
+Outcome run_backward(const Spec& s, Instance& in, const Tensor& output, const Tensor& grad_output) {
+  Outcome o;
+  o.output = output;
   Tensor gout = grad_output.defined() ? copy_to(grad_output, Device::cpu(), o.output.dtype()) : ones(o.output.shape(), {o.output.dtype()});
   if (gout.shape() != o.output.shape())
     fail(s.source, ": tensor \"grad_output\" is ", shape_str(gout.shape()), ", siam's output is ", shape_str(o.output.shape()));
@@ -910,7 +915,7 @@ VerifyReport run_verify(const VerifyCommand& c, std::ostream& out) {
   rep.dtype = dtype_name(dt);
   rep.rtol = c.rtol >= 0 ? c.rtol : (dt == DType::f64 ? kVerifyRtolF64 : kVerifyRtolF32);
   rep.atol = c.atol >= 0 ? c.atol : (dt == DType::f64 ? kVerifyAtolF64 : kVerifyAtolF32);
-  Outcome o = run_target(s, in, s.grad_output);
+  Outcome o = run_backward(s, in, run_forward(s, in), s.grad_output);
   rep.rows.push_back(compare("output", o.output, s.output, rep.rtol, rep.atol, s.source));
   for (const auto& [i, g] : s.grad_inputs) {
     if (!is_floating(s.inputs[i].dtype())) fail(s.source, ": tensor \"grad.", i, "\": input.", i, " is not floating");
@@ -921,14 +926,15 @@ VerifyReport run_verify(const VerifyCommand& c, std::ostream& out) {
     if (it != s.grad_params.end())
       rep.rows.push_back(compare("grad.param." + name, g, it->second, rep.rtol, rep.atol, s.source));
   }
+  // A deep network in training mode (batch norm over a few values per channel) is strongly
+  // curved: at 1e-6 the central difference's truncation error on a width-4 ResNet-50 reaches
+  // 1.7e-3 relative; at 1e-7 it is within tolerance.
+  const double gradcheck_eps = c.gradcheck_eps > 0 ? c.gradcheck_eps : (s.target->kind == "backbone" ? 1e-7 : 1e-6);
   if (c.gradcheck) {
     // Finite differences in f64 on the file's values, independent of the reference.
     Instance g = instantiate(s, DType::f64);
     GradcheckOptions go;
-    // A deep network in training mode (batch norm over a few values per channel) is strongly
-    // curved: at 1e-6 the central difference's truncation error on a width-4 ResNet-50 reaches
-    // 1.7e-3 relative; at 1e-7 it is within tolerance.
-    go.eps = c.gradcheck_eps > 0 ? c.gradcheck_eps : (s.target->kind == "backbone" ? 1e-7 : 1e-6);
+    go.eps = gradcheck_eps;
     bool module = g.built.module != nullptr;
     go.max_elements = c.gradcheck_elements >= 0 ? c.gradcheck_elements : (s.target->kind == "backbone" ? 6 : 0);
     std::vector<Tensor> leaves;
@@ -965,13 +971,12 @@ VerifyReport run_verify(const VerifyCommand& c, std::ostream& out) {
   rep.pass = std::all_of(rep.rows.begin(), rep.rows.end(), [](const VerifyRow& r) { return r.pass; });
   print_report(rep, c.file, out);
   if (c.gradcheck) {
-    double eps = c.gradcheck_eps > 0 ? c.gradcheck_eps : (s.target->kind == "backbone" ? 1e-7 : 1e-6);
-    out << "gradcheck rows: backward's gradient (siam) against central differences (reference) in f64, step " << eps
+    out << "gradcheck rows: backward's gradient (siam) against central differences (reference) in f64, step " << gradcheck_eps
         << ", tolerance 1e-6 + 1e-4 |numeric|; max rel is relative to the worst element's size\n";
     bool gc_failed = false;
     for (const auto& r : rep.rows) gc_failed = gc_failed || (!r.pass && r.tensor.rfind("gradcheck.", 0) == 0);
     if (gc_failed)
-      out << "a gradcheck row failed: rerun with --gradcheck-eps " << eps / 10
+      out << "a gradcheck row failed: rerun with --gradcheck-eps " << gradcheck_eps / 10
           << ". If the error falls about 100x, it was the central difference's truncation error (it shrinks with "
              "the step squared) and the gradient is right; an error that stays is a wrong gradient.\n";
   }
@@ -995,23 +1000,16 @@ void run_verify_write(const VerifyCommand& c, std::ostream& out) {
   }
   DType dt = c.dtype == "auto" ? DType::f64 : run_dtype(c, s);
   manual_seed(c.seed);  // the module's initialisation when the spec has no parameters
-  Instance in = instantiate(s, dt);
-  Tensor gout = s.grad_output;
-  if (!gout.defined()) {
-    NoGradGuard ng;
-    Tensor y = forward(in);
-    bool differentiable = in.built.module != nullptr;
-    for (const auto& x : in.inputs) differentiable = differentiable || x.requires_grad();
-    if (differentiable) gout = randn(y.shape(), gen, {DType::f64});
-  }
-  // A fresh instance with the same initialisation: the probe forward above moved BatchNorm's
-  // running statistics.
-  manual_seed(c.seed);
   Instance run = instantiate(s, dt);
+  // The state dict before the forward pass: training-mode BatchNorm moves its running statistics.
   std::map<std::string, Tensor> params_before;
   if (run.built.module)
     for (const auto& [name, t] : run.built.module->state_dict()) params_before[name] = detach(clone(t));
-  Outcome o = run_target(s, run, gout);
+  const Tensor output = run_forward(s, run);
+  // Without a given grad_output, a seeded random one (ones would hide errors that cancel).
+  Tensor gout = s.grad_output;
+  if (!gout.defined() && output.requires_grad()) gout = randn(output.shape(), gen, {DType::f64});
+  Outcome o = run_backward(s, run, output, gout);
   std::map<std::string, Tensor> tensors;
   for (size_t i = 0; i < run.inputs.size(); ++i) {
     tensors["input." + std::to_string(i)] = detach(clone(run.inputs[i]));
