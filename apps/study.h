@@ -8,7 +8,7 @@
 //
 //   [study]
 //   name = "view_diversity"
-//   base = "../fashion_mnist/simclr_cpu_studies.toml"    # relative to the study file
+//   base = "../fashion_mnist/simclr_cpu_studies.toml"  # relative to the study file
 //   seeds = [0, 1]
 //   evaluations = ["linear", "knn", "view_emd"]
 //   x = "augment.scale"                          # the plots' x axis (default: the first axis)
