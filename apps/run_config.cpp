@@ -1,6 +1,5 @@
 #include "apps/run_config.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <charconv>
@@ -917,8 +916,7 @@ void apply_threads(const Config& cfg) {
   // Ranks sharing a node share its cores: mpirun -np 2 on 2 cores runs 2 threads in all, not 4.
   if (n <= 0 && dist::launch().local_size > 1) n = dist::default_threads();
   if (n <= 0) return;
-  omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  omp_set_num_threads(n);  // BLAS runs on one thread per call (kernels/cpu/blas.h)
 }
 
 Config checkpoint_config(const std::string& text, const std::string& source) {

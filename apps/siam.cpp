@@ -24,7 +24,8 @@ static void print_rank_info(const siam::dist::Launch& l, int world_size) {
     std::cout << "; a run uses " << siam::dist::default_threads() << " (run.threads = 0: the node's cores shared by its "
               << l.local_size << " ranks)";
   std::cout << "\n";
-  std::cout << "BLAS: OpenBLAS " << openblas_get_config() << ", " << openblas_get_num_threads() << " threads\n";
+  std::cout << "BLAS: OpenBLAS " << openblas_get_config()
+            << ", one thread per call (large products are cut over the OpenMP threads)\n";
   std::cout << "MPI: " << siam::dist::mpi_version() << "; NCCL: "
             << (siam::dist::nccl_compiled() ? "compiled" : "not compiled") << "\n";
   if (l.launcher == "none") {

@@ -56,7 +56,8 @@ void BM_cblas_sgemm(benchmark::State& st) {
 }
 BENCHMARK(BM_cblas_sgemm)->Apply(gemm_sizes);
 
-// ResNet-50 convolutions {N, C, H (= W), O, kernel, stride, pad} at small batches.
+// ResNet-50 convolutions {N, C, H (= W), O, kernel, stride, pad} at small batches, then the
+// CPU demo's width-8 small-input ResNet-18 on a batch of 32 pairs of 24-pixel views.
 void conv_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"N", "C", "H", "O", "k", "s", "p"});
   b->Args({2, 3, 224, 64, 7, 2, 3});   // stem
@@ -64,6 +65,9 @@ void conv_shapes(benchmark::internal::Benchmark* b) {
   b->Args({4, 256, 56, 64, 1, 1, 0});  // layer1 1x1 reduce
   b->Args({4, 256, 14, 256, 3, 1, 1}); // layer3 3x3
   b->Args({4, 512, 7, 512, 3, 1, 1});  // layer4 3x3
+  b->Args({64, 1, 24, 8, 3, 1, 1});    // width 8: stem
+  b->Args({64, 8, 24, 8, 3, 1, 1});    // width 8: layer1 3x3
+  b->Args({64, 16, 12, 16, 3, 1, 1});  // width 8: layer2 3x3
   b->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 

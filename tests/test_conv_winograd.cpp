@@ -1,6 +1,7 @@
 // The CPU convolution against a direct loop convolution computed here in double: forward,
 // input gradient and weight gradient, over shapes the op fixtures do not reach. The backward
-// passes of 3x3 stride-1 kernels run Winograd F(2x2, 3x3) (kernels/cpu/winograd.h), the
+// passes of 3x3 stride-1 kernels run Winograd F(2x2, 3x3) (kernels/cpu/winograd.h), or with
+// fewer than 16 channels direct loops in all three passes (kernels/cpu/direct_conv.h), the
 // forward pass of stride-1 kernels on wide planes one GEMM per tap ("shifted"), everything
 // else im2col with several images per GEMM (kernels/cpu/conv.cpp); the cases cover odd planes
 // that leave partial tiles, padding 0 to 2 and unequal, many channels, batches cut into several
@@ -118,6 +119,22 @@ TEST(ConvCpu, ShiftedGemmMatchesDirect) {
       {2, 17, 4, 27, 5, 3, 1, 0, 0},   // no padding: the grid is narrower than the plane
       {2, 16, 6, 27, 4, 5, 1, 2, 1},   // 5x5, unequal padding
       {2, 16, 3, 30, 4, 1, 1, 0, 0},   // 1x1: taken by im2col's pointwise path instead
+  };
+  for (const Case& c : cases)
+    for (int threads : {1, 2}) check(c, threads);
+}
+
+TEST(ConvCpu, FewChannelLoopsMatchDirect) {
+  // 3x3 stride 1 with at most 15 channels on both sides: output rows go in chunks of 16 floats
+  // (8 doubles) and a last chunk of 8 floats; rows are rounded up to 8 values.
+  const std::vector<Case> cases = {
+      {4, 8, 24, 24, 8, 3, 1, 1, 1},   // a width-8 ResNet's first stage on 24-pixel views
+      {3, 1, 7, 5, 8, 3, 1, 1, 1},     // its 1-channel stem; a row narrower than one vector
+      {1, 3, 1, 1, 5, 3, 1, 1, 1},     // a single value: all taps but the centre in the padding
+      {2, 8, 5, 9, 3, 3, 1, 0, 0},     // no padding; output channels not a multiple of 4
+      {2, 4, 6, 17, 7, 3, 1, 2, 2},    // padding 2 (the input gradient runs with none): 19 columns
+      {5, 15, 4, 4, 15, 3, 1, 1, 0},   // the most channels the loops take; unequal padding
+      {3, 6, 3, 33, 5, 3, 1, 1, 2},    // 35 columns: two whole chunks and a short one
   };
   for (const Case& c : cases)
     for (int threads : {1, 2}) check(c, threads);

@@ -1,7 +1,8 @@
-// Convolution CPU kernels on BLAS GEMMs, three ways:
+// Convolution CPU kernels, on BLAS GEMMs three ways and one way without:
 //  - im2col, one GEMM per (batch of images, group): the general path;
 //  - forward, stride 1 on wide planes: one GEMM per kernel tap over a bordered copy ("shifted");
-//  - input and weight gradients of 3x3 stride-1 kernels: Winograd F(2x2, 3x3) (winograd.h).
+//  - input and weight gradients of 3x3 stride-1 kernels: Winograd F(2x2, 3x3) (winograd.h);
+//  - 3x3 stride-1 kernels with few channels, all three passes: direct loops (direct_conv.h).
 // Every function writes (=) a fresh output. Inside, col2im adds (+=) column patches into the
 // input gradient (zeroed image by image first) and the weight gradient accumulates (+=) over
 // batches, per thread, before one final sum.
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/direct_conv.h"
 #include "kernels/cpu/winograd.h"
 #include "kernels/cuda/conv.h"
 #include "kernels/cuda/dispatch.h"
@@ -22,6 +24,7 @@ namespace siam::kernels {
 namespace {
 
 namespace winograd = cpu::winograd;
+namespace direct = cpu::direct;
 
 struct Dims {
   int64_t N, C, H, W, O, G, Cg, Og, kh, kw, Ho, Wo;
@@ -152,11 +155,10 @@ T* thread_scratch(int64_t n) {
 
 // Calls body(item, scratch, inner_parallel) for every item. Shared out (Batching::share), each
 // thread runs whole items with its own scratch; otherwise the items run in order and
-// parallelise inside (im2col loops, BLAS threads).
+// parallelise inside (im2col loops, GEMMs cut over the threads by cpu::blas_gemm).
 template <class T, class F>
 void for_items(const Batching& b, int64_t scratch, F body) {
   if (b.share) {
-    cpu::BlasSingleThread one;
 #pragma omp parallel
     {
       T* buf = thread_scratch<T>(scratch);
@@ -357,9 +359,65 @@ void shifted_forward(const T* x, const T* w, const T* bias, T* y, const Dims& d,
   });
 }
 
+// 3x3 kernels with stride 1, no dilation and one group, and fewer than 16 channels on both
+// sides (a width-8 ResNet's stem and first stage) run direct loops (kernels/cpu/direct_conv.h)
+// in all three passes: their GEMMs are too skinny for BLAS and their im2col copies cost as
+// much as the products. Images are shared out over the threads; the weight gradient sums
+// per-thread partials in thread order, so results do not depend on timing.
+bool use_direct(const Dims& d, const ConvGeometry& p) {
+  constexpr int64_t kMinChannels = 4, kMaxChannels = 15;
+  return d.kh == 3 && d.kw == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 &&
+         d.G == 1 && p.pad_h <= 2 && p.pad_w <= 2 && d.Ho > 0 && d.Wo > 0 && std::min(d.C, d.O) >= kMinChannels &&
+         std::max(d.C, d.O) <= kMaxChannels;
+}
+
+// x: (N, C, H, W), w: (O, C, 3, 3), bias: (O) or null -> y: (N, O, Ho, Wo)
+template <class T>
+void direct_forward(const T* x, const T* w, const T* bias, T* y, const Dims& d, const ConvGeometry& p) {
+  const direct::Geometry g = direct::geometry(d.C, d.H, d.W, d.O, p.pad_h, p.pad_w);
+  const Batching bt{1, d.N, d.N > 1};
+  for_items<T>(bt, d.C * g.plane(), [&](int64_t n, T* buf, bool) {
+    direct::border(x + n * d.C * d.H * d.W, buf, g);
+    direct::forward(buf, w, bias, y + n * d.O * d.L(), g);
+  });
+}
+
+// gy: (N, O, Ho, Wo), w: (O, C, 3, 3) -> dx: (N, C, H, W): the forward loops on gy with the
+// kernel rotated and its channel axes swapped, padding 2 - pad.
+template <class T>
+void direct_grad_input(const T* gy, const T* w, T* dx, const Dims& d, const ConvGeometry& p) {
+  const direct::Geometry g = direct::geometry(d.O, d.Ho, d.Wo, d.C, 2 - p.pad_h, 2 - p.pad_w);
+  T* wr = thread_scratch<T, kWeightSlot>(9 * d.O * d.C);
+  direct::rotated_weight(w, wr, d.O, d.C);
+  const Batching bt{1, d.N, d.N > 1};
+  for_items<T>(bt, d.O * g.plane(), [&](int64_t n, T* buf, bool) {
+    direct::border(gy + n * d.O * d.L(), buf, g);
+    direct::forward(buf, wr, static_cast<const T*>(nullptr), dx + n * d.C * d.H * d.W, g);
+  });
+}
+
+// gy: (N, O, Ho, Wo), x: (N, C, H, W) -> dw: (O, C, 3, 3)
+template <class T>
+void direct_grad_weight(const T* gy, const T* x, T* dw, const Dims& d, const ConvGeometry& p) {
+  const direct::Geometry g = direct::geometry(d.C, d.H, d.W, d.O, p.pad_h, p.pad_w);
+  const int64_t size = d.O * d.C * 9, xp_size = d.C * g.plane();
+  const Batching bt{1, d.N, d.N > 1};
+  Partials<T> parts(bt.share ? omp_get_max_threads() : 1, size, 1);
+  for_items<T>(bt, xp_size + d.O * d.Ho * g.Wr(), [&](int64_t n, T* buf, bool inner) {
+    const int t = inner ? 0 : omp_get_thread_num();
+    T* acc = parts.slice(t);
+    if (parts.beta(t, 0) == 0.0) std::fill(acc, acc + size, T(0));
+    direct::border(x + n * d.C * d.H * d.W, buf, g);
+    direct::pad_rows(gy + n * d.O * d.L(), buf + xp_size, g);
+    direct::grad_weight(buf + xp_size, buf, acc, g);
+  });
+  parts.sum(dw);
+}
+
 // x: (N, C, H, W), w: (O, K), bias: (O) or null -> y: (N, O, L)
 template <class T>
 void forward(const T* x, const T* w, const T* bias, T* y, const Dims& d, const ConvGeometry& p) {
+  if (use_direct(d, p)) return direct_forward(x, w, bias, y, d, p);
   if (use_shifted(d, p)) return shifted_forward(x, w, bias, y, d, p);
   const int64_t K = d.K(), L = d.L();
   const bool pw = is_pointwise(d, p);
@@ -401,6 +459,7 @@ void forward(const T* x, const T* w, const T* bias, T* y, const Dims& d, const C
 // gy: (N, O, L), w: (O, K) -> dx: (N, C, H, W), written whole.
 template <class T>
 void grad_input(const T* gy, const T* w, T* dx, const Dims& d, const ConvGeometry& p) {
+  if (use_direct(d, p)) return direct_grad_input(gy, w, dx, d, p);
   if (use_winograd(d, p)) return winograd_grad_input(gy, w, dx, d, p);
   const int64_t K = d.K(), L = d.L(), plane = d.Cg * d.H * d.W;
   const bool pw = is_pointwise(d, p);
@@ -435,6 +494,7 @@ void grad_input(const T* gy, const T* w, T* dx, const Dims& d, const ConvGeometr
 // gy: (N, O, L), x: (N, C, H, W) -> dw: (O, K)
 template <class T>
 void grad_weight(const T* gy, const T* x, T* dw, const Dims& d, const ConvGeometry& p) {
+  if (use_direct(d, p)) return direct_grad_weight(gy, x, dw, d, p);
   if (use_winograd(d, p)) return winograd_grad_weight(gy, x, dw, d, p);
   const int64_t K = d.K(), L = d.L(), size = d.O * K;
   const bool pw = is_pointwise(d, p);
@@ -471,7 +531,6 @@ void grad_weight(const T* gy, const T* x, T* dw, const Dims& d, const ConvGeomet
   // Images of one group all add into the same slice of dw.
   const int nt = omp_get_max_threads();
   Partials<T> parts(nt, size, d.G);
-  cpu::BlasSingleThread one;
 #pragma omp parallel num_threads(nt)
   {
     T* buf = thread_scratch<T>(scratch);

@@ -79,14 +79,11 @@ void gemm_rowmajor_c(double alpha, Tensor a, Tensor b, double beta, const Tensor
   Shape sa = batch_strides(a), sb = batch_strides(b), sc = batch_strides(c);
   int64_t nb = shape_numel(batch);
   bool parallel = !c_bcast && cpu::share_gemms(nb, m, n, k);
-  std::optional<cpu::BlasSingleThread> one_thread;
-  if (parallel) one_thread.emplace();
   SIAM_DISPATCH_FLOAT(c.dtype(), "gemm", [&] {
     const scalar_t* pa = a.data<scalar_t>();
     const scalar_t* pb = b.data<scalar_t>();
     scalar_t* pc = c.data<scalar_t>();
-    _Pragma("omp parallel for schedule(static) if (parallel)")
-    for (int64_t i = 0; i < nb; ++i) {
+    auto one = [&](int64_t i) {
       int64_t oa = 0, ob = 0, oc = 0, rem = i;
       for (int64_t d = r - 3; d >= 0; --d) {
         int64_t j = rem % batch[d];
@@ -96,6 +93,14 @@ void gemm_rowmajor_c(double alpha, Tensor a, Tensor b, double beta, const Tensor
         oc += j * sc[d];
       }
       cpu::blas_gemm(la->trans, lb->trans, m, n, k, alpha, pa + oa, la->ld, pb + ob, lb->ld, beta, pc + oc, ldc);
+    };
+    // Not inside an inactive `parallel if (false)` region: each product would then open a
+    // nested team of its own to cut itself over the threads, a fresh team every call.
+    if (parallel) {
+      _Pragma("omp parallel for schedule(static)")
+      for (int64_t i = 0; i < nb; ++i) one(i);
+    } else {
+      for (int64_t i = 0; i < nb; ++i) one(i);
     }
   });
 }

@@ -4,6 +4,8 @@
 // process's batch norm on the concatenated batch, the gradient reducer, and the property the
 // whole design serves: for each of the seven methods, a run of 1, 2 and 4 ranks at the same
 // global batch gives the same losses at every step and the same final weights (f64: 1e-10).
+#include <algorithm>
+
 #include "nn/data_parallel.h"
 #include "nn/layers.h"
 #include "ssl/moco.h"
@@ -244,7 +246,12 @@ INSTANTIATE_TEST_SUITE_P(Methods, WorldSize,
 // f32, with the kNN monitor (its features split over the ranks). Float reduction order
 // differs between world sizes and training amplifies it, so the yardstick is f32 rounding
 // itself: the N-rank f32 run must be no farther from the 1-rank f32 run than that one is from
-// the same run in f64 (measured here: about 2e-5 after 8 steps, both distances).
+// the same run in f64. One pair of runs is one sample of how far training amplifies rounding:
+// with im2col convolutions both distances were about 2e-5 after 8 steps; with the few-channel
+// direct loops (kernels/cpu/direct_conv.h, this width-4 net) the 1-rank f32 run lands 1.3e-6
+// from f64 while 4 ranks land 2.7e-5 from 1 rank. So the bound is floored at 1e-4, still far
+// below what a lost, doubled or unaveraged gradient would do in 8 steps (the f64 test above
+// pins the distributed arithmetic itself to 1e-10).
 TEST(WorldSizeF32, SimclrWithMonitorDiffersOnlyByFloatRounding) {
   World w("ws_f32", "f32");
   const std::vector<std::string> sets{"method.name=\"simclr\"", "data.heldout=16", "data.knn_bank=32", "run.knn_every=1"};
@@ -254,7 +261,7 @@ TEST(WorldSizeF32, SimclrWithMonitorDiffersOnlyByFloatRounding) {
   if (world().rank() != 0) return;
   const double rounding = max_abs_diff(one, exact), ranks = max_abs_diff(one, many);
   EXPECT_GT(rounding, 0.0);
-  EXPECT_LE(ranks, 2 * rounding) << "f32 at " << world().size() << " ranks vs 1 rank: " << ranks
+  EXPECT_LE(ranks, std::max(2 * rounding, 1e-4)) << "f32 at " << world().size() << " ranks vs 1 rank: " << ranks
                                  << "; f32 vs f64 at 1 rank: " << rounding;
   ASSERT_EQ(one.losses.size(), many.losses.size());
   for (size_t i = 0; i < one.losses.size(); ++i) EXPECT_NEAR(one.losses[i], many.losses[i], 1e-4) << "step " << i + 1;
