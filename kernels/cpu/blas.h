@@ -12,7 +12,7 @@ namespace siam::kernels::cpu {
 // of GEMMs is shared out one whole product per thread (share_gemms), and one large GEMM called
 // outside a parallel region is cut into slices over the OpenMP threads (blas_gemm). OpenBLAS's
 // own (pthreads) workers, left to spin between calls, took cores from OpenMP's threads: on
-// 2 cores the CPU demo's step ran 15% faster with them off (docs/demo_recipe.md).
+// 2 cores the CPU demo's step took about 40 ms with them and 34 ms without (docs/performance.md).
 inline void blas_on_one_thread() {
   static const bool once = [] {
     openblas_set_num_threads(1);
