@@ -24,11 +24,12 @@ inline void blas_on_one_thread() {
 // OpenMP shares out a batch of GEMMs, one whole product per thread, when there are enough of
 // them to fill the threads or each is small; otherwise they run one after another, each cut
 // into slices over the threads (blas_gemm).
+// Products of up to 4 x 64^3 multiply-adds are not worth cutting over threads (OpenBLAS itself
+// keeps up to 64^3 on one thread).
+inline bool small_gemm(int64_t m, int64_t n, int64_t k) { return double(m) * double(n) * double(k) <= 65536.0 * 4.0; }
+
 inline bool share_gemms(int64_t count, int64_t m, int64_t n, int64_t k) {
-  // Products of up to 4 x 64^3 multiply-adds are not worth cutting (OpenBLAS itself keeps up to
-  // 64^3 on one thread).
-  bool small = double(m) * double(n) * double(k) <= 65536.0 * 4.0;
-  return count > 1 && (small || count >= omp_get_max_threads());
+  return count > 1 && (small_gemm(m, n, k) || count >= omp_get_max_threads());
 }
 
 inline void gemm_one_thread(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const float* a, int64_t lda,
@@ -54,7 +55,7 @@ void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, 
   const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
   const int64_t along = std::max(m, n);
   int64_t slices = std::min<int64_t>(nt, along / 16);
-  if (slices < 2 || double(m) * double(n) * double(k) <= 65536.0 * 4.0) {
+  if (slices < 2 || small_gemm(m, n, k)) {
     gemm_one_thread(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }

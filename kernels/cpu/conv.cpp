@@ -359,9 +359,9 @@ void shifted_forward(const T* x, const T* w, const T* bias, T* y, const Dims& d,
   });
 }
 
-// 3x3 kernels with stride 1, no dilation and one group, and fewer than 16 channels on both
-// sides (a width-8 ResNet's stem and first stage) run direct loops (kernels/cpu/direct_conv.h)
-// in all three passes: their GEMMs are too skinny for BLAS and their im2col copies cost as
+// 3x3 kernels with stride 1, no dilation and one group, and 4-15 channels on both sides (a
+// width-8 ResNet's first stage) run direct loops (kernels/cpu/direct_conv.h) in all three
+// passes (the 1-channel stem and 16 channels measured faster on the GEMM paths): their GEMMs are too skinny for BLAS and their im2col copies cost as
 // much as the products. Images are shared out over the threads; the weight gradient sums
 // per-thread partials in thread order, so results do not depend on timing.
 bool use_direct(const Dims& d, const ConvGeometry& p) {

@@ -1,6 +1,6 @@
 #pragma once
 // Direct 3x3 convolution, stride 1, for layers with few channels (kernels/cpu/conv.cpp's
-// "direct" path: the 1- and 8-channel stage of a width-8 ResNet). There a GEMM is a skinny
+// "direct" path: the 8-channel first stage of a width-8 ResNet). There a GEMM is a skinny
 // (8 x 72) @ (72 x positions) product that runs far below the BLAS rate, behind an im2col copy
 // nine times the input; here each output row is built in registers from the input rows it
 // reads, with no copy but a zero border.
